@@ -1,0 +1,41 @@
+# fraudstream: every target README and CI use, as-is.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format typecheck bench clean
+
+help: ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,replay]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install fraudstream with dev extras
+
+demo: $(STAMP) ## embedded broker, simulate, train, run the flow, print a summary
+	$(BIN)/fraudstream demo
+
+lint: $(STAMP) ## ruff lint + format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy fraudstream/ state/ models/ flows/ replay/
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint ## lint, then the whole test suite (embedded broker included)
+	$(BIN)/pytest -q
+
+bench: $(STAMP) ## benchmarks (outside the tests), results in benchmarks/results/latest.jsonl
+	$(BIN)/python -m benchmarks.run
+
+clean: ## remove the venv and local run data
+	rm -rf $(VENV) var demo-data .pytest_cache .mypy_cache .ruff_cache

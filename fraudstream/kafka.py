@@ -1,0 +1,573 @@
+"""Kafka client settings and small I/O helpers: create topics, produce, consume.
+
+:class:`KafkaSettings` is the one place connection and security settings live; it renders
+them for aiokafka (:meth:`KafkaSettings.aiokafka_kwargs`) and for librdkafka, which Bytewax's
+connectors use (:meth:`KafkaSettings.confluent_config`). Secrets never appear in its repr.
+
+The helpers are for tooling, tests, demos and benchmarks, not the hot path of a flow. Each has
+a sync form (``asyncio.run``; not callable from a running event loop) and an async form
+prefixed with ``a``. :func:`consume` uses manual partition assignment, never a consumer group,
+so it works on brokers whose group coordinator is flaky and leaves no offsets behind.
+
+Errors::
+
+    RuntimeError
+    └── TopicCreationError   the broker refused to create a topic
+    TimeoutError             consume/create_topics deadline passed (built-in)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.helpers import create_ssl_context
+
+from fraudstream.errors import FraudstreamError
+
+__all__ = [
+    "KafkaSettings",
+    "Record",
+    "TopicCreationError",
+    "aconsume",
+    "acreate_topics",
+    "aend_offsets",
+    "aproduce",
+    "consume",
+    "create_topics",
+    "end_offsets",
+    "produce",
+]
+
+log = logging.getLogger(__name__)
+
+SECURITY_PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
+SASL_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})
+_REDACTED = "***"
+_SEND_CHUNK = 5_000  # sends in flight before awaiting their acks
+
+
+class TopicCreationError(FraudstreamError):
+    """The broker refused to create a topic for a reason other than that it exists."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class KafkaSettings:
+    """How to reach a Kafka cluster. Validated at construction; secrets never printed."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "fraudstream"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers must name at least one host:port")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"security_protocol={self.security_protocol!r}; "
+                f"expected one of {sorted(SECURITY_PROTOCOLS)}"
+            )
+        if self.uses_sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_mechanism in "
+                    f"{sorted(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs sasl_username "
+                    "and sasl_password"
+                )
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password is not None:
+            raise ValueError(
+                f"SASL settings given but security_protocol={self.security_protocol} "
+                "does not use SASL"
+            )
+        if not self.uses_ssl and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
+            raise ValueError(
+                f"ssl_* files given but security_protocol={self.security_protocol} does not use SSL"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "FRAUDSTREAM_KAFKA_", environ: Mapping[str, str] | None = None
+    ) -> KafkaSettings:
+        """Read ``{prefix}BOOTSTRAP_SERVERS``, ``SECURITY_PROTOCOL``, ``SASL_*``, ``SSL_*``.
+
+        Empty variables count as unset. ``environ`` defaults to ``os.environ``.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(prefix + name, "").strip()
+            return value or None
+
+        servers = get("BOOTSTRAP_SERVERS")
+        if servers is None:
+            raise ValueError(f"{prefix}BOOTSTRAP_SERVERS is not set")
+        protocol = get("SECURITY_PROTOCOL")
+        mechanism = get("SASL_MECHANISM")
+        return cls(
+            bootstrap_servers=servers,
+            security_protocol=protocol.upper() if protocol else "PLAINTEXT",
+            sasl_mechanism=mechanism.upper() if mechanism else None,
+            sasl_username=get("SASL_USERNAME"),
+            # The password is taken verbatim: spaces may be part of it.
+            sasl_password=env.get(prefix + "SASL_PASSWORD") or None,
+            ssl_cafile=get("SSL_CAFILE"),
+            ssl_certfile=get("SSL_CERTFILE"),
+            ssl_keyfile=get("SSL_KEYFILE"),
+        )
+
+    def redacted(self) -> dict[str, str | None]:
+        """Return the settings as a dict safe to log: the password is masked."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": None if self.sasl_password is None else _REDACTED,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "client_id": self.client_id,
+        }
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items() if v is not None)
+        return f"KafkaSettings({fields})"
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients. Holds the password: do not log it."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_sasl:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        if self.uses_ssl:
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return kwargs
+
+    def confluent_config(self, *, producer: bool = False) -> dict[str, str]:
+        """librdkafka properties (confluent-kafka, Bytewax ``add_config``). Holds the password.
+
+        ``producer=True`` adds ``partitioner=murmur2_random``: librdkafka's default
+        (crc32-based) puts a key on a different partition than aiokafka and the Java client.
+        """
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.uses_sasl:
+            assert self.sasl_mechanism is not None
+            assert self.sasl_username is not None and self.sasl_password is not None
+            config["sasl.mechanisms"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password
+        if self.ssl_cafile:
+            config["ssl.ca.location"] = self.ssl_cafile
+        if self.ssl_certfile:
+            config["ssl.certificate.location"] = self.ssl_certfile
+        if self.ssl_keyfile:
+            config["ssl.key.location"] = self.ssl_keyfile
+        if producer:
+            config["partitioner"] = "murmur2_random"
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed Kafka message."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+    def json(self) -> Any:
+        """Decode the value as JSON."""
+        return orjson.loads(self.value)
+
+
+# --- topics -------------------------------------------------------------------------------
+
+
+async def acreate_topics(
+    settings: KafkaSettings,
+    topics: Mapping[str, int],
+    timeout_s: float = 30,
+    *,
+    replication_factor: int = 1,
+) -> None:
+    """Create ``{name: partitions}`` topics; ones that already exist are left as they are.
+
+    Returns once every topic is visible in the cluster metadata.
+    """
+    for name, partitions in topics.items():
+        if partitions < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+    if not topics:
+        return
+    deadline = time.monotonic() + timeout_s
+    admin = AIOKafkaAdminClient(
+        **settings.aiokafka_kwargs(), request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [
+                NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+                for name, n in topics.items()
+            ],
+            timeout_ms=int(timeout_s * 1000),
+        )
+        for name, code, *rest in response.topic_errors:
+            if code == 0 or code == TopicAlreadyExistsError.errno:
+                continue
+            message = rest[0] if rest else None
+            error = for_code(code)
+            raise TopicCreationError(
+                f"creating topic {name!r} on {settings.bootstrap_servers}: "
+                f"{error.__name__} ({code}): {message}"
+            )
+        await _await_topics_visible(admin, topics, deadline)
+    finally:
+        await admin.close()
+
+
+async def _await_topics_visible(
+    admin: AIOKafkaAdminClient, topics: Mapping[str, int], deadline: float
+) -> None:
+    missing = set(topics)
+    while True:
+        for meta in await admin.describe_topics(sorted(missing)):
+            name = meta["topic"]
+            if meta["error_code"] == 0 and meta["partitions"]:
+                missing.discard(name)
+                if len(meta["partitions"]) != topics[name]:
+                    log.warning(
+                        "topic %r already existed with %d partitions, not %d",
+                        name,
+                        len(meta["partitions"]),
+                        topics[name],
+                    )
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topics {sorted(missing)} not in cluster metadata yet")
+        await asyncio.sleep(0.05)  # metadata propagation poll, bounded by the deadline
+
+
+def create_topics(
+    settings: KafkaSettings,
+    topics: Mapping[str, int],
+    timeout_s: float = 30,
+    *,
+    replication_factor: int = 1,
+) -> None:
+    """Sync form of :func:`acreate_topics`."""
+    asyncio.run(acreate_topics(settings, topics, timeout_s, replication_factor=replication_factor))
+
+
+# --- produce ------------------------------------------------------------------------------
+
+
+def _encode_key(key: str | bytes | None) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode()
+    raise TypeError(f"key function must return str, bytes or None, got {type(key).__name__}")
+
+
+async def aproduce(
+    settings: KafkaSettings,
+    topic: str,
+    records: Iterable[bytes | dict[str, Any]],
+    *,
+    key: Callable[[Any], str | bytes | None] | None = None,
+    rate_per_s: float | None = None,
+    acks: int | str = "all",
+    compression: str | None = "lz4",
+    linger_ms: int = 5,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Send ``records`` to ``topic`` and return how many were acknowledged.
+
+    Dicts are orjson-encoded; bytes are sent as they are. ``key`` is called with each record
+    as given. Sends are pipelined and awaited in chunks. With ``rate_per_s``, record ``i``
+    is sent no earlier than ``start + i / rate_per_s`` (an absolute schedule: no drift).
+    ``progress`` gets the running count of acknowledged records after each chunk.
+    """
+    if rate_per_s is not None and rate_per_s <= 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    producer = AIOKafkaProducer(
+        **settings.aiokafka_kwargs(),
+        acks=acks,
+        compression_type=compression,
+        linger_ms=linger_ms,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    sent = 0
+    pending: list[asyncio.Future[Any]] = []
+    try:
+        start = time.monotonic()
+        for i, record in enumerate(records):
+            if rate_per_s is not None:
+                delay = start + i / rate_per_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if isinstance(record, bytes):
+                value = record
+            elif isinstance(record, dict):
+                value = orjson.dumps(record)
+            else:
+                raise TypeError(f"record {i}: expected bytes or dict, got {type(record).__name__}")
+            record_key = _encode_key(key(record)) if key is not None else None
+            pending.append(await producer.send(topic, value, key=record_key))
+            if len(pending) >= _SEND_CHUNK:
+                await asyncio.gather(*pending)
+                sent += len(pending)
+                pending.clear()
+                if progress is not None:
+                    progress(sent)
+        if pending:
+            await asyncio.gather(*pending)
+            sent += len(pending)
+            pending.clear()
+            if progress is not None:
+                progress(sent)
+    finally:
+        await producer.stop()  # flushes what is still buffered
+    return sent
+
+
+def produce(
+    settings: KafkaSettings,
+    topic: str,
+    records: Iterable[bytes | dict[str, Any]],
+    *,
+    key: Callable[[Any], str | bytes | None] | None = None,
+    rate_per_s: float | None = None,
+    acks: int | str = "all",
+    compression: str | None = "lz4",
+    linger_ms: int = 5,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Sync form of :func:`aproduce`."""
+    return asyncio.run(
+        aproduce(
+            settings,
+            topic,
+            records,
+            key=key,
+            rate_per_s=rate_per_s,
+            acks=acks,
+            compression=compression,
+            linger_ms=linger_ms,
+            progress=progress,
+        )
+    )
+
+
+# --- consume ------------------------------------------------------------------------------
+
+
+def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **settings.aiokafka_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, deadline: float
+) -> list[TopicPartition]:
+    while True:
+        await consumer.topics()  # refreshes the cluster metadata
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topic {topic!r} not found in cluster metadata")
+        await asyncio.sleep(0.05)  # metadata poll, bounded by the deadline
+
+
+async def _end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], deadline: float
+) -> dict[TopicPartition, int]:
+    """High watermarks of ``tps``, confirmed by a fetch. Changes the consumer's assignment.
+
+    Tansu 0.6 answers ListOffsets(latest) with the last batch's *base* offset + 1, so a
+    5-record batch reads as end offset 1; its Fetch responses carry the true high watermark.
+    Fetching from ListOffsets' answer - 1 yields the real value on Tansu and Kafka alike.
+    """
+    ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(tps))
+    probe = [tp for tp in tps if ends[tp] > 0]
+    if probe:
+        consumer.assign(probe)
+        for tp in probe:
+            consumer.seek(tp, ends[tp] - 1)
+        while any(consumer.highwater(tp) is None for tp in probe):
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise TimeoutError(f"no fetch response for {probe} to confirm end offsets")
+            await consumer.getmany(timeout_ms=max(1, int(min(remaining_s, 0.1) * 1000)))
+        for tp in probe:
+            ends[tp] = max(ends[tp], consumer.highwater(tp))
+    return ends
+
+
+async def aend_offsets(
+    settings: KafkaSettings, topic: str, timeout_s: float = 30
+) -> dict[int, int]:
+    """Return ``{partition: high watermark}`` (the offset the next record will get)."""
+    deadline = time.monotonic() + timeout_s
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic, deadline)
+        ends = await _end_offsets(consumer, tps, deadline)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def end_offsets(settings: KafkaSettings, topic: str, timeout_s: float = 30) -> dict[int, int]:
+    """Sync form of :func:`aend_offsets`."""
+    return asyncio.run(aend_offsets(settings, topic, timeout_s))
+
+
+async def aconsume(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    until: Callable[[list[Record]], bool] | None = None,
+    max_records: int | None = None,
+    timeout_s: float = 60,
+    from_beginning: bool = True,
+) -> list[Record]:
+    """Read ``topic`` with manual assignment of all partitions (no consumer group).
+
+    Stops when ``max_records`` were read, else when ``until(records_so_far)`` is true, else
+    (``until`` is None) when every partition reached the end offset captured at the start.
+    Raises :class:`TimeoutError` at the deadline. Records of one partition are in offset
+    order; partitions are interleaved as fetched.
+    """
+    if max_records is not None and max_records < 0:
+        raise ValueError(f"max_records must be >= 0, got {max_records}")
+    deadline = time.monotonic() + timeout_s
+    records: list[Record] = []
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic, deadline)
+        ends = await _end_offsets(consumer, tps, deadline)
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            for tp in tps:
+                consumer.seek(tp, ends[tp])
+        pending = set(tps)
+
+        async def done() -> bool:
+            if max_records is not None and len(records) >= max_records:
+                return True
+            if until is not None:
+                return until(records)
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+            return not pending
+
+        while not await done():
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                goal = (
+                    f"until() still false after {len(records)} records"
+                    if until is not None
+                    else f"end offsets {dict(sorted((tp.partition, o) for tp, o in ends.items()))}"
+                )
+                raise TimeoutError(
+                    f"consume({topic!r}) saw {len(records)} records in {timeout_s}s; "
+                    f"waiting for {goal}"
+                )
+            want = None if max_records is None else max_records - len(records)
+            batches = await consumer.getmany(
+                timeout_ms=max(1, int(min(remaining_s, 0.2) * 1000)), max_records=want
+            )
+            for tp, messages in batches.items():
+                records.extend(
+                    Record(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=m.offset,
+                        timestamp_ms=m.timestamp,
+                        key=m.key,
+                        value=m.value if m.value is not None else b"",
+                    )
+                    for m in messages
+                )
+        return records
+    finally:
+        await consumer.stop()
+
+
+def consume(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    until: Callable[[list[Record]], bool] | None = None,
+    max_records: int | None = None,
+    timeout_s: float = 60,
+    from_beginning: bool = True,
+) -> list[Record]:
+    """Sync form of :func:`aconsume`."""
+    return asyncio.run(
+        aconsume(
+            settings,
+            topic,
+            until=until,
+            max_records=max_records,
+            timeout_s=timeout_s,
+            from_beginning=from_beginning,
+        )
+    )

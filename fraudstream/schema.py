@@ -1,0 +1,207 @@
+"""Event schema v1: validation of raw Kafka payloads into transactions and labels.
+
+Validation is total: :func:`parse_transaction` and :func:`parse_label` never raise on data. A bad
+payload comes back as a :class:`Rejected` carrying a short machine-readable reason; the flow turns
+it into a dead-letter record with the original bytes and source coordinates.
+
+Transaction (topic ``transactions``, keyed by ``account_id``)
+    required: ``tx_id`` (str), ``event_time_ms`` (int, epoch ms UTC), ``account_id`` (str),
+    ``amount`` (number >= 0, finite); optional: ``schema_version`` (1), ``card_id``,
+    ``terminal_id``, ``merchant_id``, ``mcc``, ``currency``, ``country``, ``device_id``, ``ip``,
+    ``channel`` (str or null; an empty string counts as missing). Unknown fields are ignored.
+
+Label (topic ``labels``)
+    ``tx_id`` (str), ``label`` (0 or 1), ``label_time_ms`` (int), optional ``source`` (str).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = [
+    "OPTIONAL_FIELDS",
+    "Label",
+    "Limits",
+    "Rejected",
+    "Transaction",
+    "parse_label",
+    "parse_transaction",
+]
+
+OPTIONAL_FIELDS = (
+    "card_id",
+    "terminal_id",
+    "merchant_id",
+    "mcc",
+    "currency",
+    "country",
+    "device_id",
+    "ip",
+    "channel",
+)
+
+_MAX_ID_LEN = 256
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """Bounds beyond which an input is rejected rather than processed."""
+
+    max_bytes: int = 64 * 1024
+    max_past_ms: int = 10 * 365 * 86_400_000
+    max_future_ms: int = 86_400_000
+    max_amount: float = 1e12
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0 or self.max_past_ms <= 0 or self.max_future_ms < 0:
+            raise ValueError(f"limits must be positive: {self!r}")
+
+
+@dataclass(slots=True)
+class Transaction:
+    """A validated transaction. Optional fields are ``None`` when absent."""
+
+    tx_id: str
+    event_time_ms: int
+    account_id: str
+    amount: float
+    card_id: str | None = None
+    terminal_id: str | None = None
+    merchant_id: str | None = None
+    mcc: str | None = None
+    currency: str | None = None
+    country: str | None = None
+    device_id: str | None = None
+    ip: str | None = None
+    channel: str | None = None
+
+    def get(self, field: str) -> str | None:
+        """Return an optional (string) field by name."""
+        value: str | None = getattr(self, field)
+        return value
+
+    def to_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A validated (possibly late, possibly repeated) fraud label for one transaction."""
+
+    tx_id: str
+    label: int
+    label_time_ms: int
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why a payload was refused; ``reason`` is a short code such as ``missing_field:amount``."""
+
+    reason: str
+    detail: str = ""
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _id(obj: dict[str, object], name: str) -> str | Rejected:
+    value = obj.get(name)
+    if value is None:
+        return Rejected(f"missing_field:{name}")
+    if type(value) is not str:
+        return Rejected(f"bad_type:{name}", f"expected string, got {type(value).__name__}")
+    if not value or len(value) > _MAX_ID_LEN:
+        return Rejected(f"bad_value:{name}", f"length {len(value)}")
+    return value
+
+
+def _loads(raw: bytes | None, limits: Limits) -> dict[str, object] | Rejected:
+    if raw is None:
+        return Rejected("empty_payload")
+    if len(raw) > limits.max_bytes:
+        return Rejected("oversized", f"{len(raw)} bytes > {limits.max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected("invalid_json", str(exc)[:200])
+    if type(obj) is not dict:
+        return Rejected("not_an_object", type(obj).__name__)
+    return obj
+
+
+def parse_transaction(raw: bytes | None, *, now_ms: int, limits: Limits) -> Transaction | Rejected:
+    """Validate one raw payload; ``now_ms`` bounds absurd timestamps (the clock is injected)."""
+    obj = _loads(raw, limits)
+    if isinstance(obj, Rejected):
+        return obj
+    version = obj.get("schema_version", 1)
+    if version != 1 or not _is_int(version):
+        return Rejected("unsupported_schema_version", repr(version)[:40])
+    tx_id = _id(obj, "tx_id")
+    if isinstance(tx_id, Rejected):
+        return tx_id
+    account_id = _id(obj, "account_id")
+    if isinstance(account_id, Rejected):
+        return account_id
+    t = obj.get("event_time_ms")
+    if t is None:
+        return Rejected("missing_field:event_time_ms")
+    if not _is_int(t):
+        return Rejected("bad_type:event_time_ms", f"expected int, got {type(t).__name__}")
+    assert isinstance(t, int)
+    if t < now_ms - limits.max_past_ms or t > now_ms + limits.max_future_ms:
+        return Rejected("event_time_out_of_range", f"{t} vs now {now_ms}")
+    amount = obj.get("amount")
+    if amount is None:
+        return Rejected("missing_field:amount")
+    if type(amount) is not float and not _is_int(amount):
+        return Rejected("bad_type:amount", f"expected number, got {type(amount).__name__}")
+    assert isinstance(amount, int | float)
+    amount = float(amount)
+    if not math.isfinite(amount):
+        return Rejected("non_finite:amount")
+    if amount < 0:
+        return Rejected("negative_amount", repr(amount))
+    if amount > limits.max_amount:
+        return Rejected("amount_out_of_range", repr(amount))
+    tx = Transaction(tx_id, t, account_id, amount)
+    for name in OPTIONAL_FIELDS:
+        value = obj.get(name)
+        if value is None or value == "":
+            continue
+        if type(value) is not str:
+            return Rejected(f"bad_type:{name}", f"expected string, got {type(value).__name__}")
+        if len(value) > _MAX_ID_LEN:
+            return Rejected(f"bad_value:{name}", f"length {len(value)}")
+        setattr(tx, name, value)
+    return tx
+
+
+def parse_label(raw: bytes | None, *, limits: Limits) -> Label | Rejected:
+    """Validate one raw label payload."""
+    obj = _loads(raw, limits)
+    if isinstance(obj, Rejected):
+        return obj
+    tx_id = _id(obj, "tx_id")
+    if isinstance(tx_id, Rejected):
+        return tx_id
+    label = obj.get("label")
+    if label is None:
+        return Rejected("missing_field:label")
+    if not _is_int(label) or label not in (0, 1):
+        return Rejected("bad_value:label", repr(label)[:40])
+    t = obj.get("label_time_ms")
+    if t is None:
+        return Rejected("missing_field:label_time_ms")
+    if not _is_int(t):
+        return Rejected("bad_type:label_time_ms")
+    source = obj.get("source")
+    if source is not None and type(source) is not str:
+        return Rejected("bad_type:source")
+    assert isinstance(label, int) and isinstance(t, int)
+    return Label(tx_id, label, t, source if isinstance(source, str) else None)

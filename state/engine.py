@@ -1,0 +1,390 @@
+"""Pure feature computation: routing, per-partition logic, and an in-order engine for replays.
+
+The live flow and the replay tool share everything here; only the transport differs.
+
+A transaction is *split* into one op per entity plan whose field is present (routed to the state
+partition of that entity), one index op (routed to the partition of its ``tx_id``, only when the
+feature set has delayed windows) and its base features. :class:`EntityPartition` answers each
+entity op with that plan's feature values and updates the entity's history; :class:`IndexPartition`
+remembers which delayed-window entities a transaction touched so that a late label can be turned
+into fraud ops for those entities. :func:`assemble` joins the parts back into one feature vector.
+
+Ops are plain tuples (cheap to pickle across workers):
+
+* ``(OP_TX, plan, entity_id, tx_id, event_time_ms, amount, novelty_values)``
+* ``(OP_FRAUD, plan, entity_id, event_time_ms, label_time_ms, delta)``
+* ``(OP_INDEX, tx_id, event_time_ms, ((plan, entity_id), ...))``
+* ``(OP_LABEL, tx_id, label, label_time_ms)``
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fraudstream.schema import Label, Transaction
+from fraudstream.state.base import EpochStore
+from fraudstream.state.features import FeatureSet
+from fraudstream.state.history import History, decode, encode, newest_event_ms
+
+__all__ = [
+    "OP_FRAUD",
+    "OP_INDEX",
+    "OP_LABEL",
+    "OP_TX",
+    "EntityPartition",
+    "InOrderEngine",
+    "IndexPartition",
+    "PartitionStats",
+    "assemble",
+    "base_features",
+    "partition_of",
+    "split_transaction",
+]
+
+OP_TX = 0
+OP_FRAUD = 1
+OP_INDEX = 2
+OP_LABEL = 3
+
+_DAY_MS = 86_400_000
+_ENTITY_PREFIX = b"e\x00"
+_INDEX_PREFIX = b"x\x00"
+_QUEUE_PREFIX = b"q\x00"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable partition of a key (crc32; Python's ``hash`` is salted per process)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def base_features(fs: FeatureSet, tx: Transaction) -> tuple[float, ...]:
+    """Stateless features, in the feature set's order (weekday/hour in UTC)."""
+    out = []
+    if fs.amount_feature:
+        out.append(tx.amount)
+    if fs.weekend_feature or fs.night_feature:
+        days = tx.event_time_ms // _DAY_MS
+        if fs.weekend_feature:
+            out.append(1.0 if (days + 3) % 7 >= 5 else 0.0)  # 1970-01-01 was a Thursday
+        if fs.night_feature:
+            hour = (tx.event_time_ms - days * _DAY_MS) // 3_600_000
+            out.append(1.0 if hour <= fs.night_last_hour else 0.0)
+    return tuple(out)
+
+
+def split_transaction(fs: FeatureSet, tx: Transaction) -> tuple[list[tuple[Any, ...]], Any]:
+    """Entity ops for ``tx`` plus its index op (``None`` without delayed windows)."""
+    ops: list[tuple[Any, ...]] = []
+    delayed = []
+    for i, plan in enumerate(fs.plans):
+        entity_id = tx.account_id if plan.field == "account_id" else tx.get(plan.field)
+        if entity_id is None:
+            continue
+        novelty = tuple(tx.get(f) for f in plan.novelty_fields)
+        ops.append((OP_TX, i, entity_id, tx.tx_id, tx.event_time_ms, tx.amount, novelty))
+        if plan.delayed_windows:
+            delayed.append((i, entity_id))
+    index_op = (OP_INDEX, tx.tx_id, tx.event_time_ms, tuple(delayed)) if delayed else None
+    return ops, index_op
+
+
+def assemble(
+    fs: FeatureSet, base: Sequence[float], parts: Mapping[int, Sequence[float]]
+) -> list[float]:
+    """Concatenate base features and each plan's values (imputed when the entity was absent)."""
+    row = list(base)
+    for i in range(len(fs.plans)):
+        values = parts.get(i)
+        row.extend(values if values is not None else fs.imputed(i))
+    return row
+
+
+class _Kernel:
+    """One plan's precomputed constants and its feature arithmetic."""
+
+    __slots__ = (
+        "aggs",
+        "delay",
+        "delayed_los",
+        "delayed_outputs",
+        "include_current",
+        "key_prefix",
+        "novelty_fields",
+        "recency",
+        "sec_per_unit",
+        "wins",
+        "zwin",
+    )
+
+    def __init__(self, fs: FeatureSet, index: int) -> None:
+        p = fs.plans[index]
+        res = fs.resolution_ms
+        self.key_prefix = _ENTITY_PREFIX + p.entity.encode() + b"\x00"
+        self.wins = [w.length_ms // res for w in p.windows]
+        self.aggs = p.aggs
+        self.include_current = p.include_current
+        self.zwin = p.zscore_window.length_ms // res if p.zscore_window else None
+        self.recency = p.recency
+        self.sec_per_unit = res / 1000.0
+        self.novelty_fields = p.novelty_fields
+        self.delay = p.delay_ms // res
+        self.delayed_los = [w.length_ms // res for w in p.delayed_windows]
+        self.delayed_outputs = p.delayed_outputs
+
+    def features(self, h: History, t: int, t_ms: int, amount: float) -> list[float]:
+        out: list[float] = []
+        if self.wins:
+            stats = h.windows(t, [t - w for w in self.wins])
+            cur = self.include_current
+            for c, s, q, m in stats:
+                if cur:
+                    c += 1.0
+                    s += amount
+                    q += amount * amount
+                    if amount > m:
+                        m = amount
+                for agg in self.aggs:
+                    if agg == "count":
+                        out.append(c)
+                    elif agg == "sum":
+                        out.append(s)
+                    elif agg == "mean":
+                        out.append(s / c if c else 0.0)
+                    elif agg == "std":
+                        out.append(_std(c, s, q))
+                    else:
+                        out.append(m if c else 0.0)
+        if self.zwin is not None:
+            ((c, s, q, _),) = h.windows(t, [t - self.zwin])
+            sd = _std(c, s, q)
+            out.append((amount - s / c) / sd if c >= 2 and sd > 0 else 0.0)
+        if self.recency:
+            prev = h.previous_time(t)
+            out.append(-1.0 if prev is None else (t - prev) * self.sec_per_unit)
+        if self.delayed_los:
+            hi = t - self.delay
+            stats = h.windows(hi, [hi - w for w in self.delayed_los])
+            for (c, _, _, _), w in zip(stats, self.delayed_los, strict=True):
+                frauds = h.fraud_count(hi - w, hi, t_ms)
+                for o in self.delayed_outputs:
+                    out.append(c if o == "delayed_count" else (frauds / c if c else 0.0))
+        return out
+
+
+def _std(c: float, s: float, q: float) -> float:
+    if c < 2:
+        return 0.0
+    mean = s / c
+    var = q / c - mean * mean
+    return math.sqrt(var) if var > 0 else 0.0
+
+
+@dataclass
+class PartitionStats:
+    """Counters a partition exposes to metrics."""
+
+    tx_ops: int = 0
+    fraud_ops: int = 0
+    fraud_ignored: int = 0
+    labels_matched: int = 0
+    labels_unmatched: int = 0
+    labels_noop: int = 0
+    expired: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class EntityPartition:
+    """Applies entity ops in order against one store; batched reads, one atomic write."""
+
+    def __init__(self, fs: FeatureSet, store: EpochStore, *, sweep_every_ms: int | None = None):
+        self.fs = fs
+        self.store = store
+        self.kernels = [_Kernel(fs, i) for i in range(len(fs.plans))]
+        self.res = fs.resolution_ms
+        self.horizon = fs.horizon_ms() // fs.resolution_ms
+        self.horizon_ms = fs.horizon_ms()
+        self.max_buckets = fs.max_buckets
+        self.max_seen = fs.max_seen_values
+        self.units_per_s = 1000.0 / fs.resolution_ms
+        self.sweep_every_ms = sweep_every_ms
+        self.watermark_ms = -1
+        self._last_sweep_ms = -1
+        self.stats = PartitionStats()
+
+    def process(self, ops: Iterable[tuple[Any, ...]]) -> list[tuple[str, int, list[float]]]:
+        """Apply ops in order; return ``(tx_id, plan, values)`` for every transaction op."""
+        ops = list(ops)
+        kernels = self.kernels
+        keys = list({kernels[op[1]].key_prefix + op[2].encode(): None for op in ops})
+        raws = self.store.get_many(keys)
+        before = dict(zip(keys, raws, strict=True))
+        cache: dict[bytes, History] = {}
+        out: list[tuple[str, int, list[float]]] = []
+        res, horizon = self.res, self.horizon
+        wm = self.watermark_ms
+        for op in ops:
+            k = kernels[op[1]]
+            key = k.key_prefix + op[2].encode()
+            h = cache.get(key)
+            if h is None:
+                raw = before[key]
+                h = decode(raw) if raw is not None else History()
+                cache[key] = h
+            t_ms = op[3] if op[0] == OP_FRAUD else op[4]
+            t = t_ms // res
+            ref = t if t > h.max_t else h.max_t
+            h.prune(ref - horizon, ref * res - self.horizon_ms)
+            if op[0] == OP_TX:
+                self.stats.tx_ops += 1
+                _, _, _, tx_id, _, amount, novelty = op
+                values = k.features(h, t, t_ms, amount)
+                for name, value in zip(k.novelty_fields, novelty, strict=True):
+                    values.append(
+                        0.0 if value is None else float(h.observe(name, value, t_ms, self.max_seen))
+                    )
+                h.add(t, amount)
+                if t_ms > h.last_ms:
+                    h.last_ms = t_ms
+                if len(h.times) > self.max_buckets:
+                    h.coarsen(self.max_buckets, self.units_per_s)
+                out.append((tx_id, op[1], values))
+                if t_ms > wm:
+                    wm = t_ms
+            else:  # OP_FRAUD
+                self.stats.fraud_ops += 1
+                _, _, _, _, label_ms, delta = op
+                if t <= h.max_t - horizon:
+                    self.stats.fraud_ignored += 1
+                else:
+                    h.add_fraud(t, label_ms, delta)
+        self.watermark_ms = wm
+        updates: dict[bytes, bytes | None] = {key: encode(h) for key, h in cache.items()}
+        if self.sweep_every_ms and wm - self._last_sweep_ms >= self.sweep_every_ms:
+            self._sweep(updates, before)
+        self.store.write(updates, before)
+        return out
+
+    def _sweep(self, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]) -> None:
+        """Delete entities idle for longer than the horizon plus lateness (no result changes)."""
+        self._last_sweep_ms = self.watermark_ms
+        cutoff = self.watermark_ms - self.horizon_ms - self.fs.allowed_lateness_ms
+        for key, raw in self.store.iter_prefix(_ENTITY_PREFIX):
+            if key in updates:
+                continue
+            if newest_event_ms(raw) <= cutoff:
+                updates[key] = None
+                before[key] = raw
+                self.stats.expired += 1
+
+
+class IndexPartition:
+    """Transaction index: tx_id -> (event time, delayed-window entities, current label)."""
+
+    def __init__(
+        self,
+        store: EpochStore,
+        *,
+        ttl_ms: int,
+        sweep_every_ms: int | None = _DAY_MS,
+    ) -> None:
+        self.store = store
+        self.ttl_ms = ttl_ms
+        self.sweep_every_ms = sweep_every_ms
+        self.watermark_ms = -1
+        self._last_sweep_ms = -1
+        self.stats = PartitionStats()
+
+    def process(self, ops: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Apply index and label ops in order; return the fraud ops the labels imply."""
+        ops = list(ops)
+        keys = list({_INDEX_PREFIX + op[1].encode(): None for op in ops})
+        before = dict(zip(keys, self.store.get_many(keys), strict=True))
+        entries: dict[bytes, list[Any] | None] = {}
+        updates: dict[bytes, bytes | None] = {}
+        out: list[tuple[Any, ...]] = []
+        wm = self.watermark_ms
+        for op in ops:
+            key = _INDEX_PREFIX + op[1].encode()
+            if key in entries:
+                entry = entries[key]
+            else:
+                raw = before[key]
+                entry = entries[key] = orjson.loads(raw) if raw is not None else None
+            if op[0] == OP_INDEX:
+                _, tx_id, t_ms, delayed = op
+                if entry is None:
+                    entry = entries[key] = [t_ms, 0, [list(d) for d in delayed]]
+                    day = t_ms // _DAY_MS
+                    qkey = b"%s%010d\x00%s" % (_QUEUE_PREFIX, day, tx_id.encode())
+                    before.setdefault(qkey, None)
+                    updates[qkey] = b""
+                if t_ms > wm:
+                    wm = t_ms
+                continue
+            _, tx_id, label, label_ms = op  # OP_LABEL
+            if entry is None:
+                self.stats.labels_unmatched += 1
+                continue
+            t_ms, state, delayed = entry
+            if label == state:
+                self.stats.labels_noop += 1
+                continue
+            self.stats.labels_matched += 1
+            entry[1] = label
+            delta = 1 if label == 1 else -1
+            for plan, entity_id in delayed:
+                out.append((OP_FRAUD, plan, entity_id, t_ms, label_ms, delta))
+        for key, entry in entries.items():
+            if entry is not None:
+                updates[key] = orjson.dumps(entry)
+        self.watermark_ms = wm
+        if self.sweep_every_ms and wm - self._last_sweep_ms >= self.sweep_every_ms:
+            self._sweep(updates, before)
+        if updates:
+            self.store.write(updates, before)
+        return out
+
+    def _sweep(self, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]) -> None:
+        self._last_sweep_ms = self.watermark_ms
+        cutoff_day = (self.watermark_ms - self.ttl_ms) // _DAY_MS
+        for qkey, _ in self.store.iter_prefix(_QUEUE_PREFIX):
+            day = int(qkey[len(_QUEUE_PREFIX) : len(_QUEUE_PREFIX) + 10])
+            if day >= cutoff_day:
+                break
+            tx_key = _INDEX_PREFIX + qkey[len(_QUEUE_PREFIX) + 11 :]
+            for key in (qkey, tx_key):
+                if key not in before:
+                    before[key] = self.store.get_many([key])[0]
+                updates[key] = None
+            self.stats.expired += 1
+
+
+class InOrderEngine:
+    """Single-threaded engine: labels and transactions applied in one recorded order.
+
+    This is the replay path and the reference for tests; it uses the same partition classes as the
+    live flow, with one in-memory partition of each kind (partitioning never changes results).
+    """
+
+    def __init__(self, fs: FeatureSet, entity_store: EpochStore, index_store: EpochStore) -> None:
+        self.fs = fs
+        self.entities = EntityPartition(fs, entity_store)
+        self.index = IndexPartition(index_store, ttl_ms=fs.horizon_ms(), sweep_every_ms=None)
+
+    def on_transaction(self, tx: Transaction) -> list[float]:
+        ops, index_op = split_transaction(self.fs, tx)
+        parts = {plan: values for _, plan, values in self.entities.process(ops)}
+        if index_op is not None:
+            self.index.process([index_op])
+        return assemble(self.fs, base_features(self.fs, tx), parts)
+
+    def on_label(self, label: Label) -> None:
+        fraud_ops = self.index.process([(OP_LABEL, label.tx_id, label.label, label.label_time_ms)])
+        if fraud_ops:
+            self.entities.process(fraud_ops)

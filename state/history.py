@@ -1,0 +1,270 @@
+"""One entity's bounded event-time history and the window arithmetic over it.
+
+A :class:`History` holds time buckets (sorted by time, in units of the feature set's resolution)
+with count, sum, sum of squares and max of the amounts, plus the entity's fraud-label entries for
+delayed windows and small "seen values" sets for novelty flags. It is encoded to compact bytes
+(fixed header + packed arrays) for the key-value store.
+
+Bounds
+    * Buckets older than the feature set's horizon (longest look-back + allowed lateness) relative
+      to the entity's newest event are dropped before every computation, so stored state never
+      influences a result it could not influence in a fresh replay.
+    * Past ``max_buckets`` the oldest buckets are merged tier by tier (older than 7 d into days,
+      older than 1 d into hours, older than 1 h into minutes, older than 5 min into 10 s, then all
+      into minutes) until the history is back to three quarters of the budget. A merged bucket keeps
+      the time of its newest event. A window result is therefore exact unless a merged bucket
+      straddles the window's lower boundary, in which case that bucket is counted whole: the error
+      is at most the events of one merged bucket, i.e. those within one tier granularity of the
+      boundary (one day for a 30-day window on an entity with more than ``max_buckets`` active
+      seconds in its history, one hour for a 24-hour window, and so on). Counts never undercount.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from array import array
+from bisect import bisect_right
+
+import orjson
+
+__all__ = ["History", "decode", "encode"]
+
+_HDR = struct.Struct("<qqII")  # newest event ms, newest bucket time, n buckets, n fraud entries
+_TIER_SPECS_S = ((7 * 86400, 86400), (86400, 3600), (3600, 60), (300, 10), (0, 60))
+
+
+class History:
+    """Mutable, decoded state of one entity. Times are integers in resolution units."""
+
+    __slots__ = (
+        "counts",
+        "f_delta",
+        "f_label_ms",
+        "f_time",
+        "last_ms",
+        "max_t",
+        "maxs",
+        "seen",
+        "sums",
+        "sumsqs",
+        "times",
+    )
+
+    def __init__(self) -> None:
+        self.last_ms = -1
+        self.max_t = -(2**62)
+        self.times: array[int] = array("q")
+        self.counts: array[float] = array("d")
+        self.sums: array[float] = array("d")
+        self.sumsqs: array[float] = array("d")
+        self.maxs: array[float] = array("d")
+        self.f_time: array[int] = array("q")
+        self.f_label_ms: array[int] = array("q")
+        self.f_delta: array[int] = array("q")
+        self.seen: dict[str, dict[str, int]] = {}
+
+    # ----------------------------------------------------------------------------- mutation
+    def add(self, t: int, amount: float) -> None:
+        """Add one event at time ``t`` (resolution units)."""
+        times = self.times
+        n = len(times)
+        if n and times[-1] == t:
+            i = n - 1
+        elif not n or times[-1] < t:
+            times.append(t)
+            self.counts.append(0.0)
+            self.sums.append(0.0)
+            self.sumsqs.append(0.0)
+            self.maxs.append(-math.inf)
+            i = n
+        else:
+            i = bisect_right(times, t) - 1
+            if i < 0 or times[i] != t:
+                i += 1
+                times.insert(i, t)
+                self.counts.insert(i, 0.0)
+                self.sums.insert(i, 0.0)
+                self.sumsqs.insert(i, 0.0)
+                self.maxs.insert(i, -math.inf)
+        self.counts[i] += 1.0
+        self.sums[i] += amount
+        self.sumsqs[i] += amount * amount
+        if amount > self.maxs[i]:
+            self.maxs[i] = amount
+        if t > self.max_t:
+            self.max_t = t
+
+    def add_fraud(self, t: int, label_ms: int, delta: int) -> None:
+        """Record a fraud-label change (+1 or -1) for a transaction of this entity at ``t``."""
+        self.f_time.append(t)
+        self.f_label_ms.append(label_ms)
+        self.f_delta.append(delta)
+
+    def prune(self, cutoff: int, cutoff_ms: int) -> None:
+        """Drop buckets and fraud entries at or before ``cutoff``, seen values before cutoff_ms."""
+        times = self.times
+        if times and times[0] <= cutoff:
+            k = bisect_right(times, cutoff)
+            del times[:k]
+            del self.counts[:k]
+            del self.sums[:k]
+            del self.sumsqs[:k]
+            del self.maxs[:k]
+        if self.f_time and min(self.f_time) <= cutoff:
+            keep = [i for i, ft in enumerate(self.f_time) if ft > cutoff]
+            self.f_time = array("q", (self.f_time[i] for i in keep))
+            self.f_label_ms = array("q", (self.f_label_ms[i] for i in keep))
+            self.f_delta = array("q", (self.f_delta[i] for i in keep))
+        for values in self.seen.values():
+            stale = [v for v, ms in values.items() if ms <= cutoff_ms]
+            for v in stale:
+                del values[v]
+
+    def coarsen(self, max_buckets: int, units_per_s: float) -> None:
+        """Merge old buckets tier by tier until at most 3/4 of ``max_buckets`` remain."""
+        target = max_buckets * 3 // 4
+        for age_s, gran_s in _TIER_SPECS_S:
+            if len(self.times) <= target:
+                return
+            age = int(age_s * units_per_s)
+            gran = max(1, int(gran_s * units_per_s))
+            self._merge_older_than(self.max_t - age, gran)
+
+    def _merge_older_than(self, boundary: int, gran: int) -> None:
+        times, counts, sums, sumsqs, maxs = (
+            self.times,
+            self.counts,
+            self.sums,
+            self.sumsqs,
+            self.maxs,
+        )
+        k = bisect_right(times, boundary)
+        if k < 2:
+            return
+        nt: array[int] = array("q")
+        nc: array[float] = array("d")
+        ns: array[float] = array("d")
+        nq: array[float] = array("d")
+        nm: array[float] = array("d")
+        group = None
+        for i in range(k):
+            g = times[i] // gran
+            if g == group:
+                nt[-1] = times[i]
+                nc[-1] += counts[i]
+                ns[-1] += sums[i]
+                nq[-1] += sumsqs[i]
+                if maxs[i] > nm[-1]:
+                    nm[-1] = maxs[i]
+            else:
+                group = g
+                nt.append(times[i])
+                nc.append(counts[i])
+                ns.append(sums[i])
+                nq.append(sumsqs[i])
+                nm.append(maxs[i])
+        self.times = nt + times[k:]
+        self.counts = nc + counts[k:]
+        self.sums = ns + sums[k:]
+        self.sumsqs = nq + sumsqs[k:]
+        self.maxs = nm + maxs[k:]
+
+    def observe(self, field: str, value: str, t_ms: int, max_values: int) -> bool:
+        """Remember ``value`` of ``field``; return True when it was not seen before."""
+        values = self.seen.get(field)
+        if values is None:
+            values = self.seen[field] = {}
+        is_new = value not in values
+        if is_new or values[value] < t_ms:
+            values[value] = t_ms
+        if len(values) > max_values:
+            oldest = min(values, key=values.__getitem__)
+            del values[oldest]
+        return is_new
+
+    # ----------------------------------------------------------------------------- queries
+    def windows(self, hi: int, los: list[int]) -> list[tuple[float, float, float, float]]:
+        """Aggregate buckets in ``(lo, hi]`` for each ``lo`` (``los`` must be decreasing).
+
+        Returns ``(count, sum, sumsq, max)`` per window; max is ``-inf`` on an empty window.
+        """
+        times, counts, sums, sumsqs, maxs = (
+            self.times,
+            self.counts,
+            self.sums,
+            self.sumsqs,
+            self.maxs,
+        )
+        i = bisect_right(times, hi) - 1
+        c = s = q = 0.0
+        m = -math.inf
+        out = []
+        for lo in los:
+            while i >= 0 and times[i] > lo:
+                c += counts[i]
+                s += sums[i]
+                q += sumsqs[i]
+                if maxs[i] > m:
+                    m = maxs[i]
+                i -= 1
+            out.append((c, s, q, m))
+        return out
+
+    def fraud_count(self, lo: int, hi: int, known_at_ms: int) -> float:
+        """Net fraud labels for transactions in ``(lo, hi]`` known by ``known_at_ms``."""
+        total = 0
+        for ft, lm, d in zip(self.f_time, self.f_label_ms, self.f_delta, strict=True):
+            if lo < ft <= hi and lm <= known_at_ms:
+                total += d
+        return float(total)
+
+    def previous_time(self, t: int) -> int | None:
+        """Time of the newest bucket at or before ``t``."""
+        i = bisect_right(self.times, t) - 1
+        return self.times[i] if i >= 0 else None
+
+
+def encode(h: History) -> bytes:
+    parts = [
+        _HDR.pack(h.last_ms, h.max_t, len(h.times), len(h.f_time)),
+        h.times.tobytes(),
+        h.counts.tobytes(),
+        h.sums.tobytes(),
+        h.sumsqs.tobytes(),
+        h.maxs.tobytes(),
+    ]
+    if h.f_time:
+        parts += [h.f_time.tobytes(), h.f_label_ms.tobytes(), h.f_delta.tobytes()]
+    if h.seen:
+        parts.append(orjson.dumps(h.seen))
+    return b"".join(parts)
+
+
+def _take(kind: str, buf: memoryview, off: int, n: int) -> tuple[array, int]:
+    a = array(kind)
+    end = off + 8 * n
+    a.frombytes(buf[off:end])
+    return a, end
+
+
+def decode(raw: bytes) -> History:
+    h = History.__new__(History)
+    h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
+    buf = memoryview(raw)
+    off = _HDR.size
+    h.times, off = _take("q", buf, off, n)
+    h.counts, off = _take("d", buf, off, n)
+    h.sums, off = _take("d", buf, off, n)
+    h.sumsqs, off = _take("d", buf, off, n)
+    h.maxs, off = _take("d", buf, off, n)
+    h.f_time, off = _take("q", buf, off, nf)
+    h.f_label_ms, off = _take("q", buf, off, nf)
+    h.f_delta, off = _take("q", buf, off, nf)
+    h.seen = orjson.loads(buf[off:]) if off < len(raw) else {}
+    return h
+
+
+def newest_event_ms(raw: bytes) -> int:
+    """The entity's newest event time without decoding the whole record (for expiry sweeps)."""
+    return int(_HDR.unpack_from(raw)[0])

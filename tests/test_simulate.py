@@ -1,0 +1,383 @@
+"""Tests of the seeded transaction simulator (fraudstream.simulate)."""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraudstream.schema import Label, Limits, Transaction, parse_label, parse_transaction
+from fraudstream.simulate import (
+    COUNTRIES,
+    SCENARIOS,
+    SimConfig,
+    Simulation,
+    generate,
+    read_jsonl,
+    write_jsonl,
+)
+
+DAY_MS = 86_400_000
+SMALL = SimConfig(n_customers=300, n_terminals=1000, days=10)
+FIELDS = {
+    "tx_id": str,
+    "event_time_ms": int,
+    "account_id": str,
+    "amount": float,
+    "card_id": str,
+    "terminal_id": str,
+    "merchant_id": str,
+    "mcc": str,
+    "currency": str,
+    "country": str,
+    "device_id": str,
+    "ip": str,
+    "channel": str,
+    "schema_version": int,
+}
+
+
+@pytest.fixture(scope="module")
+def default_sim() -> Simulation:
+    return generate(SimConfig())
+
+
+@pytest.fixture(scope="module")
+def small_sim() -> Simulation:
+    return generate(SMALL)
+
+
+def _check_invariants(sim: Simulation, config: SimConfig) -> None:
+    txs = sim.transactions
+    times = [t["event_time_ms"] for t in txs]
+    assert times == sorted(times)
+    assert [t["tx_id"] for t in txs] == [f"tx{i:010d}" for i in range(len(txs))]
+    end_ms = config.start_ms + config.days * DAY_MS
+    assert all(config.start_ms <= t < end_ms for t in times)
+    by_id = {t["tx_id"]: t for t in txs}
+    label_times = [lab["label_time_ms"] for lab in sim.labels]
+    assert label_times == sorted(label_times)
+    for lab in sim.labels:
+        assert lab["label_time_ms"] >= by_id[lab["tx_id"]]["event_time_ms"]
+        assert lab["label"] == (1 if lab["tx_id"] in sim.fraud else 0)
+    assert set(sim.fraud) <= by_id.keys()
+    assert set(sim.fraud.values()) <= set(SCENARIOS)
+    for t in txs:
+        assert t["amount"] >= 0
+        if t["amount"] > config.fraud_amount_threshold:
+            assert t["tx_id"] in sim.fraud
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+def test_same_config_gives_identical_output(small_sim: Simulation) -> None:
+    again = generate(SMALL)
+    assert again.transactions == small_sim.transactions
+    assert again.labels == small_sim.labels
+    assert again.fraud == small_sim.fraud
+
+
+def test_other_seed_gives_other_output(small_sim: Simulation) -> None:
+    other = generate(SimConfig(n_customers=300, n_terminals=1000, days=10, seed=7))
+    assert other.transactions != small_sim.transactions
+
+
+def test_scenario_knob_does_not_move_the_legitimate_stream(small_sim: Simulation) -> None:
+    without_ato = generate(SimConfig(n_customers=300, n_terminals=1000, days=10, ato_per_day=0))
+    assert "ato" not in without_ato.fraud.values()
+
+    def strip(sim: Simulation) -> list[dict]:
+        kept = [t for t in sim.transactions if sim.fraud.get(t["tx_id"]) != "ato"]
+        return [{k: v for k, v in t.items() if k != "tx_id"} for t in kept]
+
+    assert strip(without_ato) == strip(small_sim)
+
+
+def test_only_amount_scenario_when_others_are_off() -> None:
+    config = SimConfig(
+        n_customers=300,
+        n_terminals=1000,
+        days=10,
+        compromised_terminals_per_day=0,
+        compromised_customers_per_day=0,
+        ato_per_day=0,
+    )
+    sim = generate(config)
+    above = {t["tx_id"] for t in sim.transactions if t["amount"] > 220}
+    assert above and set(sim.fraud) == above
+    assert set(sim.fraud.values()) == {"amount"}
+
+
+# --- order, ids, labels ----------------------------------------------------------------------
+
+
+def test_default_run_invariants(default_sim: Simulation) -> None:
+    _check_invariants(default_sim, SimConfig())
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    n_customers=st.integers(1, 40),
+    n_terminals=st.integers(1, 80),
+    days=st.integers(1, 6),
+    radius=st.floats(1.0, 60.0),
+    ato_per_day=st.floats(0.0, 3.0),
+)
+def test_invariants_hold_for_any_small_config(
+    seed: int, n_customers: int, n_terminals: int, days: int, radius: float, ato_per_day: float
+) -> None:
+    config = SimConfig(
+        seed=seed,
+        n_customers=n_customers,
+        n_terminals=n_terminals,
+        days=days,
+        radius=radius,
+        ato_per_day=ato_per_day,
+        compromised_terminals_per_day=min(2, n_terminals),
+        compromised_customers_per_day=min(3, n_customers),
+    )
+    _check_invariants(generate(config), config)
+
+
+def test_label_delays_duplicates_and_reviews(default_sim: Simulation) -> None:
+    config = SimConfig()
+    by_id = {t["tx_id"]: t for t in default_sim.transactions}
+    per_tx: dict[str, list[dict]] = defaultdict(list)
+    for lab in default_sim.labels:
+        per_tx[lab["tx_id"]].append(lab)
+    assert set(default_sim.fraud) <= per_tx.keys()
+    duplicates = 0
+    for tx_id, labs in per_tx.items():
+        delays = [lab["label_time_ms"] - by_id[tx_id]["event_time_ms"] for lab in labs]
+        if tx_id in default_sim.fraud:
+            assert {lab["source"] for lab in labs} == {"chargeback"}
+            first = min(delays)
+            low = config.chargeback_delay_ms
+            assert low <= first <= low + config.chargeback_jitter_ms
+            assert len(labs) <= 2
+            if len(labs) == 2:
+                duplicates += 1
+                assert max(delays) > first
+        else:
+            assert [(lab["label"], lab["source"]) for lab in labs] == [(0, "review")]
+            assert DAY_MS <= delays[0] <= 3 * DAY_MS
+    n_fraud = len(default_sim.fraud)
+    assert 0 < duplicates < 0.1 * n_fraud
+    n_reviews = len(per_tx) - n_fraud
+    assert 0.005 < n_reviews / (len(by_id) - n_fraud) < 0.02
+
+
+# --- fraud scenarios -------------------------------------------------------------------------
+
+
+def test_fraud_rate_is_plausible_and_every_scenario_occurs(default_sim: Simulation) -> None:
+    n = len(default_sim.transactions)
+    assert 250_000 < n < 330_000  # 5000 customers x 30 days x ~2 tx/day, minus out-of-day draws
+    assert 0.005 <= len(default_sim.fraud) / n <= 0.03
+    counts = Counter(default_sim.fraud.values())
+    assert set(counts) == set(SCENARIOS)
+
+
+def test_time_of_day_centres_on_noon(default_sim: Simulation) -> None:
+    start = SimConfig().start_ms
+    tods = [(t["event_time_ms"] - start) % DAY_MS for t in default_sim.transactions]
+    mean = sum(tods) / len(tods)
+    assert abs(mean - DAY_MS / 2) < 0.01 * DAY_MS
+    inside = sum(abs(x - DAY_MS / 2) < 20_000_000 for x in tods) / len(tods)
+    assert 0.65 < inside < 0.75  # about one normal std (~0.68 after dropping the tails)
+
+
+def test_compromised_customers_spend_five_times_more(default_sim: Simulation) -> None:
+    legit: dict[str, list[float]] = defaultdict(list)
+    stolen: dict[str, list[float]] = defaultdict(list)
+    for t in default_sim.transactions:
+        scenario = default_sim.fraud.get(t["tx_id"])
+        if scenario is None:
+            legit[t["account_id"]].append(t["amount"])
+        elif scenario == "customer":
+            stolen[t["account_id"]].append(t["amount"])
+    ratios = sorted(
+        (sum(v) / len(v)) / (sum(legit[a]) / len(legit[a]))
+        for a, v in stolen.items()
+        if len(v) >= 5 and legit[a]
+    )
+    assert ratios and 3.5 < ratios[len(ratios) // 2] < 7
+
+
+def test_compromised_terminal_frauds_are_card_present(default_sim: Simulation) -> None:
+    terminal_frauds = [
+        t for t in default_sim.transactions if default_sim.fraud.get(t["tx_id"]) == "terminal"
+    ]
+    assert terminal_frauds and all(t["channel"] == "pos" for t in terminal_frauds)
+    # compromises last 28 days: a terminal's frauds come in long runs, not isolated hits
+    per_terminal = Counter(t["terminal_id"] for t in terminal_frauds)
+    assert sum(per_terminal.values()) / len(per_terminal) > 3
+
+
+def test_ato_bursts_use_a_new_device_abroad(default_sim: Simulation) -> None:
+    home: dict[str, set[str]] = defaultdict(set)
+    devices: dict[str, set[str]] = defaultdict(set)
+    bursts: dict[str, list[dict]] = defaultdict(list)
+    ato = 0
+    for t in default_sim.transactions:
+        account = t["account_id"]
+        if default_sim.fraud.get(t["tx_id"]) == "ato":
+            ato += 1
+            if not bursts[t["device_id"]]:  # first use: never seen before for this account
+                assert t["device_id"] not in devices[account]
+            bursts[t["device_id"]].append(t)
+            continue
+        home[account].add(t["country"])
+        devices[account].add(t["device_id"])
+    assert ato and len(bursts) >= 15
+    for device, txs in bursts.items():
+        account = txs[0]["account_id"]
+        assert {t["account_id"] for t in txs} == {account}
+        assert device not in devices[account]  # nor used later by the real customer
+        assert 5 <= len(txs) <= 15
+        assert txs[-1]["event_time_ms"] - txs[0]["event_time_ms"] < 30 * 60_000
+        assert {t["channel"] for t in txs} == {"ecom"}
+        assert len({t["ip"] for t in txs}) == 1
+        countries = {t["country"] for t in txs}
+        assert len(countries) == 1 and not countries & home[account]
+
+
+# --- records ---------------------------------------------------------------------------------
+
+
+def test_records_have_schema_v1_fields_and_types(small_sim: Simulation) -> None:
+    assert small_sim.transactions
+    for t in small_sim.transactions:
+        assert t.keys() == FIELDS.keys()
+        for name, kind in FIELDS.items():
+            assert type(t[name]) is kind, name
+        assert t["schema_version"] == 1
+        assert round(t["amount"], 2) == t["amount"]
+        assert t["channel"] in ("pos", "ecom")
+        assert t["currency"] == COUNTRIES[t["country"]][0]
+        assert str(ipaddress.IPv4Address(t["ip"])) == t["ip"]
+        assert all(t[name] for name in FIELDS if name != "amount")
+
+
+def test_records_pass_the_ingest_schema(small_sim: Simulation) -> None:
+    limits = Limits()
+    now_ms = small_sim.transactions[-1]["event_time_ms"]
+    for t in small_sim.transactions:
+        parsed = parse_transaction(orjson.dumps(t), now_ms=now_ms, limits=limits)
+        assert isinstance(parsed, Transaction), parsed
+    for lab in small_sim.labels:
+        assert isinstance(parse_label(orjson.dumps(lab), limits=limits), Label)
+
+
+def test_entities_are_consistent(default_sim: Simulation) -> None:
+    merchant_of: dict[str, set[str]] = defaultdict(set)
+    mcc_of: dict[str, set[str]] = defaultdict(set)
+    cards: dict[str, set[str]] = defaultdict(set)
+    owner: dict[str, set[str]] = defaultdict(set)
+    own_devices: dict[str, set[str]] = defaultdict(set)
+    for t in default_sim.transactions:
+        merchant_of[t["terminal_id"]].add(t["merchant_id"])
+        mcc_of[t["merchant_id"]].add(t["mcc"])
+        cards[t["account_id"]].add(t["card_id"])
+        owner[t["card_id"]].add(t["account_id"])
+        if default_sim.fraud.get(t["tx_id"]) != "ato":
+            own_devices[t["account_id"]].add(t["device_id"])
+    assert all(len(m) == 1 for m in merchant_of.values())
+    assert all(len(m) == 1 for m in mcc_of.values())
+    terminals_per_merchant = Counter(next(iter(m)) for m in merchant_of.values())
+    assert max(terminals_per_merchant.values()) > 1
+    assert all(len(c) <= 2 for c in cards.values()) and any(len(c) == 2 for c in cards.values())
+    assert all(len(a) == 1 for a in owner.values())
+    assert max(len(d) for d in own_devices.values()) == 2
+    channels = Counter(t["channel"] for t in default_sim.transactions)
+    assert 0.1 < channels["ecom"] / len(default_sim.transactions) < 0.2
+    countries = Counter(t["country"] for t in default_sim.transactions)
+    assert countries.most_common(1)[0][0] == "FR" and len(countries) > 3
+
+
+# --- JSONL -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tx.jsonl", "tx.jsonl.gz"])
+def test_jsonl_round_trip(tmp_path: Path, small_sim: Simulation, name: str) -> None:
+    path = tmp_path / name
+    assert write_jsonl(path, iter(small_sim.transactions)) == len(small_sim.transactions)
+    assert list(read_jsonl(path)) == small_sim.transactions
+    assert list(read_jsonl(str(path))) == small_sim.transactions
+    if name.endswith(".gz"):
+        assert gzip.decompress(path.read_bytes()).count(b"\n") == len(small_sim.transactions)
+
+
+def test_gzip_output_is_reproducible(tmp_path: Path, small_sim: Simulation) -> None:
+    write_jsonl(tmp_path / "a.jsonl.gz", small_sim.labels)
+    write_jsonl(tmp_path / "b.jsonl.gz", small_sim.labels)
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+
+
+def test_empty_jsonl(tmp_path: Path) -> None:
+    assert write_jsonl(tmp_path / "e.jsonl", []) == 0
+    assert list(read_jsonl(tmp_path / "e.jsonl")) == []
+
+
+def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"a": \n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: invalid JSON"):
+        list(read_jsonl(path))
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"seed": -1},
+        {"n_customers": 0},
+        {"n_terminals": 0},
+        {"days": 0},
+        {"days": 1.5},
+        {"start_ms": -1},
+        {"radius": 0.0},
+        {"chargeback_delay_ms": -1},
+        {"duplicate_label_rate": 1.5},
+        {"review_rate": -0.1},
+        {"review_delay_ms": (3, 1)},
+        {"review_delay_ms": (-1, 1)},
+        {"ecom_share": True},
+        {"terminals_per_merchant": 0.5},
+        {"compromised_terminals_per_day": 20_000},
+        {"compromised_customers_per_day": -1},
+        {"ato_per_day": -1.0},
+        {"ato_burst_size": (0, 3)},
+        {"ato_burst_ms": DAY_MS},
+        {"home_countries": ()},
+        {"home_countries": (("XX", 1.0),)},
+        {"home_countries": (("FR", 0.0),)},
+        {"home_countries": (("FR", 0.5), ("FR", 0.5))},
+    ],
+)
+def test_config_rejects_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError, match="SimConfig"):
+        SimConfig(**bad)
+
+
+def test_generate_needs_a_config() -> None:
+    with pytest.raises(TypeError):
+        generate({"seed": 1})  # type: ignore[arg-type]
+
+
+def test_config_is_frozen_and_keyword_only() -> None:
+    config = SimConfig()
+    with pytest.raises(AttributeError):
+        config.seed = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SimConfig(1)  # type: ignore[call-arg]
