@@ -217,6 +217,7 @@ class Record:
     timestamp_ms: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     def json(self) -> Any:
         """Decode the value as JSON."""
@@ -543,6 +544,7 @@ async def aconsume(
                         timestamp_ms=m.timestamp,
                         key=m.key,
                         value=m.value if m.value is not None else b"",
+                        headers=tuple(m.headers or ()),
                     )
                     for m in messages
                 )

@@ -1,0 +1,27 @@
+"""Models: the per-event protocol, the XGBoost champion, its training and its registry."""
+
+from fraudstream.models.base import Model
+from fraudstream.models.champion import XGBChampion
+from fraudstream.models.registry import LoadedModel, ModelRegistry, parse_model_ref
+from fraudstream.models.train import (
+    TrainResult,
+    action_for,
+    actions,
+    auc_roc,
+    average_precision,
+    train_champion,
+)
+
+__all__ = [
+    "LoadedModel",
+    "Model",
+    "ModelRegistry",
+    "TrainResult",
+    "XGBChampion",
+    "action_for",
+    "actions",
+    "auc_roc",
+    "average_precision",
+    "parse_model_ref",
+    "train_champion",
+]

@@ -1,0 +1,286 @@
+"""``fraudstream simulate | train | run | demo``.
+
+Settings come from flags, then a TOML file (``--config``; keys as the long flag names with
+underscores, top level or under ``[fraudstream]``), then the environment: ``FRAUDSTREAM_<FLAG>``
+for any flag and ``FRAUDSTREAM_KAFKA_*`` for the Kafka connection (12-factor, for the sidecar).
+Secrets (``sasl_password``) are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from fraudstream.errors import FraudstreamError
+
+__all__ = ["main"]
+
+_DEFAULTS: dict[str, Any] = {
+    "bootstrap_servers": None,
+    "security_protocol": "PLAINTEXT",
+    "sasl_mechanism": None,
+    "sasl_username": None,
+    "sasl_password": None,
+    "ssl_cafile": None,
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+}
+
+
+def _kafka_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kafka (also FRAUDSTREAM_KAFKA_* environment variables)")
+    g.add_argument("--bootstrap-servers", help="host:port[,host:port]")
+    g.add_argument(
+        "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    )
+    g.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    g.add_argument("--sasl-username")
+    g.add_argument("--sasl-password", help="prefer FRAUDSTREAM_KAFKA_SASL_PASSWORD")
+    g.add_argument("--ssl-cafile")
+    g.add_argument("--ssl-certfile")
+    g.add_argument("--ssl-keyfile")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from fraudstream.kafka import KafkaSettings
+
+    env = {}
+    for key in _DEFAULTS:
+        value = os.environ.get(f"FRAUDSTREAM_KAFKA_{key.upper()}")
+        if value:
+            env[key] = value
+    merged = {**{k: v for k, v in _DEFAULTS.items() if v is not None}, **env}
+    for key in _DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            merged[key] = value
+    if not merged.get("bootstrap_servers"):
+        raise FraudstreamError("no Kafka bootstrap servers: pass --bootstrap-servers")
+    return KafkaSettings(**merged)
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    defaults: dict[str, Any] = {}
+    config = getattr(args, "config", None)
+    if config:
+        data = tomllib.loads(Path(config).read_text())
+        data = data.get("fraudstream", data)
+        defaults.update({k.replace("-", "_"): v for k, v in data.items()})
+    for action in _all_actions(parser, args):
+        env = os.environ.get(f"FRAUDSTREAM_{action.dest.upper()}")
+        if env is not None and action.dest not in defaults and action.dest not in _DEFAULTS:
+            defaults[action.dest] = action.type(env) if action.type else env
+    if defaults:
+        for action in _all_actions(parser, args):
+            if action.dest in defaults and getattr(args, action.dest) == action.default:
+                setattr(args, action.dest, defaults[action.dest])
+    return args
+
+
+def _all_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Any]:
+    sub = getattr(args, "_sub", None)
+    return list(sub._actions) if sub is not None else []
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fraudstream.simulate import SimConfig, generate, write_jsonl
+
+    sim = generate(
+        SimConfig(
+            seed=args.seed, n_customers=args.customers, n_terminals=args.terminals, days=args.days
+        )
+    )
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        n = write_jsonl(out / "transactions.jsonl", sim.transactions)
+        m = write_jsonl(out / "labels.jsonl", sim.labels)
+        write_jsonl(
+            out / "truth.jsonl", ({"tx_id": k, "scenario": v} for k, v in sim.fraud.items())
+        )
+        print(f"wrote {n} transactions, {m} labels, {len(sim.fraud)} frauds to {out}")
+    else:
+        from fraudstream.kafka import create_topics, produce
+
+        settings = _settings(args)
+        create_topics(settings, {args.transactions_topic: args.partitions, args.labels_topic: 1})
+        n = produce(
+            settings,
+            args.transactions_topic,
+            sim.transactions,
+            key=lambda r: r["account_id"],
+            rate_per_s=args.rate,
+        )
+        m = produce(settings, args.labels_topic, sim.labels, key=lambda r: r["tx_id"])
+        print(f"produced {n} transactions and {m} labels")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fraudstream.replay.training import train_from_files
+
+    version = train_from_files(
+        transactions=Path(args.transactions),
+        labels=Path(args.labels),
+        feature_set=args.feature_set,
+        registry=Path(args.registry),
+        seed=args.seed,
+        n_estimators=args.n_estimators,
+    )
+    print(version)
+    return 0
+
+
+def _flow_config(args: argparse.Namespace) -> Any:
+    from fraudstream.flows.scoring import FlowConfig
+    from fraudstream.state.features import get_feature_set
+
+    return FlowConfig(
+        kafka=_settings(args),
+        feature_set=get_feature_set(args.feature_set),
+        model_registry=Path(args.registry),
+        model_version=args.model_version,
+        state_dir=Path(args.state_dir),
+        partitions=args.partitions,
+        join_partitions=args.join_partitions,
+        tail=not args.no_tail,
+        batch_size=args.batch_size,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fraudstream.flows.run import ensure_recovery_dir, run_flow
+    from fraudstream.metrics import serve_metrics
+
+    recovery = None if args.no_recovery else Path(args.recovery_dir)
+    if args.processes > 1 and not args.addresses:
+        # Local scale-out: N processes of one Bytewax cluster on loopback ports.
+        if recovery is not None:
+            ensure_recovery_dir(recovery)
+        from fraudstream.broker import _free_port
+
+        addrs = ",".join(f"127.0.0.1:{_free_port('127.0.0.1')}" for _ in range(args.processes))
+        argv = [a for a in sys.argv[1:]]
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fraudstream",
+                    *argv,
+                    "--processes",
+                    "1",
+                    "-a",
+                    addrs,
+                    "-i",
+                    str(i),
+                ]
+            )
+            for i in range(args.processes)
+        ]
+        return max(c.wait() for c in children)
+    cfg = _flow_config(args)
+    if args.metrics_port:
+        serve_metrics(args.metrics_port + args.process_id, args.metrics_addr)
+    addresses = args.addresses.split(",") if args.addresses else None
+    run_flow(
+        cfg,
+        recovery_dir=recovery,
+        epoch_interval_s=args.epoch_interval,
+        addresses=addresses,
+        process_id=args.process_id,
+        workers_per_process=args.workers,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fraudstream.demo import run_demo
+
+    return run_demo(
+        workdir=Path(args.workdir),
+        customers=args.customers,
+        history_days=args.history_days,
+        stream_days=args.stream_days,
+        rate=args.rate,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.splitlines()[0])
+    subs = parser.add_subparsers(dest="command", required=True)
+
+    p = subs.add_parser("simulate", help="generate a seeded stream to JSONL files or Kafka")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--terminals", type=int, default=10000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--out-dir", help="write JSONL here instead of producing to Kafka")
+    p.add_argument("--rate", type=float, default=None, help="events/s when producing")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--transactions-topic", default="transactions")
+    p.add_argument("--labels-topic", default="labels")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_simulate, _sub=p)
+
+    p = subs.add_parser("train", help="train an XGBoost champion from JSONL streams by replay")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--transactions", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--feature-set", default="default")
+    p.add_argument("--registry", default="var/registry")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-estimators", type=int, default=200)
+    p.set_defaults(func=cmd_train, _sub=p)
+
+    p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--feature-set", default="default")
+    p.add_argument("--registry", default="var/registry")
+    p.add_argument("--model-version", default=None, help="default: latest")
+    p.add_argument("--state-dir", default="var/state")
+    p.add_argument("--recovery-dir", default="var/recovery")
+    p.add_argument("--no-recovery", action="store_true")
+    p.add_argument("--partitions", type=int, default=16, help="virtual state partitions")
+    p.add_argument("--join-partitions", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
+    p.add_argument("--no-tail", action="store_true", help="stop at the end of the topics")
+    p.add_argument("--processes", type=int, default=1, help="local Bytewax processes")
+    p.add_argument("-w", "--workers", type=int, default=1, help="workers per process")
+    p.add_argument("-a", "--addresses", help="cluster addresses host:port,... (Bytewax -a)")
+    p.add_argument("-i", "--process-id", type=int, default=0, help="this process (Bytewax -i)")
+    p.add_argument("--metrics-port", type=int, default=0, help="0 disables /metrics")
+    p.add_argument("--metrics-addr", default="127.0.0.1")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_run, _sub=p)
+
+    p = subs.add_parser("demo", help="embedded broker end to end: simulate, train, score")
+    p.add_argument("--workdir", default="var/demo")
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--history-days", type=int, default=30)
+    p.add_argument("--stream-days", type=int, default=7)
+    p.add_argument("--rate", type=float, default=5000.0, help="events/s offered to the flow")
+    p.set_defaults(func=cmd_demo, _sub=p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args.func(args))
+    except FraudstreamError as exc:
+        print(f"fraudstream: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The dataflow on the embedded broker: good events get one decision each, bad ones a DLQ record."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from fraudstream.demo import malformed_payloads
+from fraudstream.flows.run import run_flow
+from fraudstream.flows.scoring import FlowConfig
+from fraudstream.kafka import consume, produce
+from fraudstream.simulate import SimConfig, generate
+from fraudstream.state.features import default_feature_set
+
+DAY_MS = 86_400_000
+
+
+def test_every_good_event_decided_once_every_bad_one_dead_lettered(
+    kafka_settings, topics, registry, tmp_path
+):
+    t = topics(tx_partitions=3)
+    now = int(time.time() * 1000)
+    sim = generate(
+        SimConfig(seed=11, n_customers=200, n_terminals=400, days=3, start_ms=now - 20 * DAY_MS)
+    )
+    bad = malformed_payloads(now)
+    records = list(sim.transactions)
+    for i, payload in enumerate(bad):
+        records.insert(i * 37, payload)
+    produce(
+        kafka_settings,
+        t.transactions,
+        records,
+        key=lambda r: r["account_id"] if isinstance(r, dict) else None,
+    )
+    produce(kafka_settings, t.labels, [*sim.labels[:50], b"not a label"])
+    cfg = FlowConfig(
+        kafka=kafka_settings,
+        feature_set=default_feature_set(),
+        model_registry=registry,
+        state_dir=tmp_path / "state",
+        topics=t,
+        partitions=4,
+        tail=False,
+        batch_size=200,
+    )
+    run_flow(cfg, recovery_dir=tmp_path / "recovery", epoch_interval_s=0.5)
+
+    decisions = consume(kafka_settings, t.decisions)
+    ids = [orjson.loads(r.value)["tx_id"] for r in decisions]
+    assert sorted(ids) == sorted(tx["tx_id"] for tx in sim.transactions)
+    assert len(ids) == len(set(ids))
+    first = orjson.loads(decisions[0].value)
+    assert len(first["features"]) == len(cfg.feature_set.feature_names)
+    assert first["action"] in {"approve", "review", "decline"}
+    assert 0.0 <= first["champion"]["score"] <= 1.0
+    assert first["feature_set"]["fingerprint"] == cfg.feature_set.fingerprint
+
+    dlq = consume(kafka_settings, t.transactions_dlq)
+    assert sorted(r.value for r in dlq) == sorted(bad)
+    for rec in dlq:
+        headers = dict(rec.headers)
+        assert headers["dlq.reason"]
+        assert headers["dlq.topic"].decode() == t.transactions
+        assert int(headers["dlq.offset"]) >= 0
+    label_dlq = consume(kafka_settings, t.labels_dlq)
+    assert [r.value for r in label_dlq] == [b"not a label"]
