@@ -1,5 +1,5 @@
 # fraudstream: every target README and CI use, as-is.
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
