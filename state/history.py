@@ -9,14 +9,14 @@ Bounds
     * Buckets older than the feature set's horizon (longest look-back + allowed lateness) relative
       to the entity's newest event are dropped before every computation, so stored state never
       influences a result it could not influence in a fresh replay.
-    * Past ``max_buckets`` the oldest buckets are merged tier by tier (older than 7 d into days,
-      older than 1 d into hours, older than 1 h into minutes, older than 5 min into 10 s, then all
-      into minutes) until the history is back to three quarters of the budget. A merged bucket keeps
-      the time of its newest event. A window result is therefore exact unless a merged bucket
-      straddles the window's lower boundary, in which case that bucket is counted whole: the error
-      is at most the events of one merged bucket, i.e. those within one tier granularity of the
-      boundary (one day for a 30-day window on an entity with more than ``max_buckets`` active
-      seconds in its history, one hour for a 24-hour window, and so on). Counts never undercount.
+    * Past ``max_buckets`` old buckets are merged step by step, from the oldest and finest
+      first (older than 7 d into days, 1 d into hours, 1 h into minutes, 5 min into 10 s) and then
+      more aggressively (1 d into days, 1 h into hours, 5 min into minutes, all into hours, all into
+      days) until three quarters of the budget remain. A merged bucket keeps the time of its newest
+      event. A window is therefore exact unless a merged bucket straddles its lower boundary, and
+      then that bucket counts whole: the error is at most the events of one merged bucket, which
+      spans at most one day (and only the granularity of its tier in the common case). In event
+      order, a window never undercounts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,18 @@ import orjson
 __all__ = ["History", "decode", "encode"]
 
 _HDR = struct.Struct("<qqII")  # newest event ms, newest bucket time, n buckets, n fraud entries
-_TIER_SPECS_S = ((7 * 86400, 86400), (86400, 3600), (3600, 60), (300, 10), (0, 60))
+# (age, granularity) in seconds, increasingly aggressive; the last step alone fits any horizon.
+_TIER_SPECS_S = (
+    (7 * 86400, 86400),
+    (86400, 3600),
+    (3600, 60),
+    (300, 10),
+    (86400, 86400),
+    (3600, 3600),
+    (300, 60),
+    (0, 3600),
+    (0, 86400),
+)
 
 
 class History:
