@@ -1,14 +1,20 @@
 """Benchmarks (outside the tests): each prints one JSON result line; all go to results/latest.jsonl.
 
-Seeded, network-free workloads, bounded in events and time:
+Seeded workloads, bounded in events and time; network-free except ``e2e`` (loopback only):
 
 * ``scoring``: XGBoost champion (200 trees, depth 6, default feature set) per-row cost by batch.
 * ``replay``: in-order feature replay (the live state code, in memory), events/s per feature set.
+* ``e2e``: the sidecar on the embedded broker: throughput (1 and 2 processes), latency under a
+  rate-controlled producer, and the aiokafka consume ceiling (see ``benchmarks/e2e.py``).
+
+``--only e2e`` (or ``scoring``, ``replay``; repeatable) runs a subset; ``--quick`` shrinks every
+workload for a smoke run. A subset run writes only its own results to latest.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,7 +32,12 @@ RESULTS = Path(__file__).with_name("results") / "latest.jsonl"
 
 
 def _emit(out: list[dict], **row: object) -> None:
-    row = {**row, "machine": f"{platform.machine()} {platform.python_version()}"}
+    # The 1-minute load average flags results taken while something else used the cores.
+    row = {
+        **row,
+        "machine": f"{platform.machine()} {platform.python_version()} {os.cpu_count()} cpus",
+        "load1": round(os.getloadavg()[0], 2),
+    }
     print(orjson.dumps(row).decode(), flush=True)
     out.append(row)
 
@@ -67,14 +78,30 @@ def bench_replay(out: list[dict], customers: int, days: int) -> None:
         )
 
 
+SUITES = ("scoring", "replay", "e2e")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=2000)
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--customers", type=int, default=None, help="replay (default 2000)")
+    parser.add_argument("--days", type=int, default=None, help="replay (default 30)")
+    parser.add_argument("--only", action="append", choices=SUITES, help="run only these")
+    parser.add_argument("--quick", action="store_true", help="small workloads (smoke run)")
     args = parser.parse_args()
+    suites = args.only or list(SUITES)
+    customers = args.customers or (500 if args.quick else 2000)
+    days = args.days or (10 if args.quick else 30)
     out: list[dict] = []
-    bench_scoring(out)
-    bench_replay(out, args.customers, args.days)
+    started = time.perf_counter()
+    if "scoring" in suites:
+        bench_scoring(out)
+    if "replay" in suites:
+        bench_replay(out, customers, days)
+    if "e2e" in suites:
+        from benchmarks.e2e import run as run_e2e
+
+        run_e2e(lambda **row: _emit(out, **row), quick=args.quick)
+    print(f"# {len(out)} results in {time.perf_counter() - started:.0f}s", flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in out))
 

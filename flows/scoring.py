@@ -79,6 +79,7 @@ class FlowConfig:
     batch_size: int = 1000
     limits: Limits = field(default_factory=Limits)
     keep_epochs: int = 8
+    fetch_wait_ms: int = 5
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
 
     def __post_init__(self) -> None:
@@ -258,7 +259,9 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
     fs = cfg.feature_set
     topics = cfg.topics
     brokers = cfg.kafka.bootstrap_servers.split(",")
-    consumer_conf = cfg.kafka.confluent_config()
+    # Low fetch wait: the broker answers a fetch as soon as data exists or after this many ms;
+    # librdkafka's 500 ms default shows up directly as idle-time latency.
+    consumer_conf = {**cfg.kafka.confluent_config(), "fetch.wait.max.ms": str(cfg.fetch_wait_ms)}
     loaded = ModelRegistry(cfg.model_registry).load(cfg.model_version, feature_set=fs)
     n_parts, n_join = cfg.partitions, cfg.join_partitions
     limits = cfg.limits

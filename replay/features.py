@@ -55,10 +55,14 @@ def replay_features(
     transactions: Iterable[dict | Transaction],
     labels: Iterable[dict | Label],
     fs: FeatureSet,
+    *,
+    batch_size: int = 64,
 ) -> ReplayResult:
-    """Replay raw streams through the live state code (in memory)."""
+    """Replay raw streams through the live state code (in memory), in micro-batches."""
     engine = InOrderEngine(
-        fs, EpochStore(MemoryKV(), resume_epoch=None), EpochStore(MemoryKV(), resume_epoch=None)
+        fs,
+        EpochStore(MemoryKV(), resume_epoch=None, log_undo=False),
+        EpochStore(MemoryKV(), resume_epoch=None, log_undo=False),
     )
     parsed_labels = []
     for raw_label in labels:
@@ -71,16 +75,27 @@ def replay_features(
     times: list[int] = []
     rows: list[list[float]] = []
     rejected = 0
+    pending: list[Transaction] = []
+
+    def flush() -> None:
+        rows.extend(engine.on_transactions(pending))
+        pending.clear()
+
     for raw in transactions:
         tx = raw if isinstance(raw, Transaction) else to_transaction(raw)
         if tx is None:
             rejected += 1
             continue
-        while li < len(parsed_labels) and parsed_labels[li].label_time_ms <= tx.event_time_ms:
-            engine.on_label(parsed_labels[li])
-            li += 1
-        rows.append(engine.on_transaction(tx))
+        if li < len(parsed_labels) and parsed_labels[li].label_time_ms <= tx.event_time_ms:
+            flush()  # labels due before this transaction take effect before it
+            while li < len(parsed_labels) and parsed_labels[li].label_time_ms <= tx.event_time_ms:
+                engine.on_label(parsed_labels[li])
+                li += 1
+        pending.append(tx)
         tx_ids.append(tx.tx_id)
         times.append(tx.event_time_ms)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
     X = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(fs.feature_names))
     return ReplayResult(tx_ids, np.asarray(times, dtype=np.int64), X, rejected)

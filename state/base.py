@@ -65,10 +65,19 @@ def _int(raw: bytes | None) -> int | None:
 class EpochStore:
     """A :class:`KVStore` whose contents can be rolled back to any of the last snapshots."""
 
-    def __init__(self, kv: KVStore, *, resume_epoch: int | None, keep_epochs: int = 8) -> None:
+    def __init__(
+        self,
+        kv: KVStore,
+        *,
+        resume_epoch: int | None,
+        keep_epochs: int = 8,
+        log_undo: bool = True,
+    ) -> None:
+        """``log_undo=False`` is for stores that are never resumed (replays, tests)."""
         if keep_epochs < 2:
             raise ValueError("keep_epochs must be >= 2")
         self.kv = kv
+        self.log_undo = log_undo
         self.keep_epochs = keep_epochs
         self._logged: set[bytes] = set()
         if resume_epoch is None:
@@ -112,6 +121,9 @@ class EpochStore:
 
     def write(self, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]) -> None:
         """Write ``updates`` atomically; ``before`` holds each updated key's current value."""
+        if not self.log_undo:
+            self.kv.write(updates.items())
+            return
         batch: list[tuple[bytes, bytes | None]] = []
         logged = self._logged
         prefix = _undo_prefix(self.epoch)

@@ -118,6 +118,7 @@ class _Kernel:
         "novelty_fields",
         "recency",
         "sec_per_unit",
+        "simple",
         "wins",
         "zwin",
     )
@@ -128,6 +129,7 @@ class _Kernel:
         self.key_prefix = _ENTITY_PREFIX + p.entity.encode() + b"\x00"
         self.wins = [w.length_ms // res for w in p.windows]
         self.aggs = p.aggs
+        self.simple = p.aggs == ("count", "sum")
         self.include_current = p.include_current
         self.zwin = p.zscore_window.length_ms // res if p.zscore_window else None
         self.recency = p.recency
@@ -142,14 +144,21 @@ class _Kernel:
         if self.wins:
             stats = h.windows(t, [t - w for w in self.wins])
             cur = self.include_current
+            simple = self.simple
+            aggs = self.aggs
+            a2 = amount * amount
             for c, s, q, m in stats:
                 if cur:
                     c += 1.0
                     s += amount
-                    q += amount * amount
+                    q += a2
                     if amount > m:
                         m = amount
-                for agg in self.aggs:
+                if simple:  # count and sum only: the common case
+                    out.append(c)
+                    out.append(s)
+                    continue
+                for agg in aggs:
                     if agg == "count":
                         out.append(c)
                     elif agg == "sum":
@@ -224,18 +233,17 @@ class EntityPartition:
         keys = list({kernels[op[1]].key_prefix + op[2].encode(): None for op in ops})
         raws = self.store.get_many(keys)
         before = dict(zip(keys, raws, strict=True))
-        cache: dict[bytes, History] = {}
+        # Each history is encoded right after its op: keeping a whole batch of decoded histories
+        # alive measured 30% slower (cache misses) than re-decoding the few repeated entities.
+        updates: dict[bytes, bytes | None] = {}
         out: list[tuple[str, int, list[float]]] = []
         res, horizon = self.res, self.horizon
         wm = self.watermark_ms
         for op in ops:
             k = kernels[op[1]]
             key = k.key_prefix + op[2].encode()
-            h = cache.get(key)
-            if h is None:
-                raw = before[key]
-                h = decode(raw) if raw is not None else History()
-                cache[key] = h
+            raw = updates.get(key) or before[key]
+            h = decode(raw) if raw is not None else History()
             t_ms = op[3] if op[0] == OP_FRAUD else op[4]
             t = t_ms // res
             ref = t if t > h.max_t else h.max_t
@@ -263,8 +271,8 @@ class EntityPartition:
                     self.stats.fraud_ignored += 1
                 else:
                     h.add_fraud(t, label_ms, delta)
+            updates[key] = encode(h)
         self.watermark_ms = wm
-        updates: dict[bytes, bytes | None] = {key: encode(h) for key, h in cache.items()}
         if self.sweep_every_ms and wm - self._last_sweep_ms >= self.sweep_every_ms:
             self._sweep(updates, before)
         self.store.write(updates, before)
@@ -284,7 +292,11 @@ class EntityPartition:
 
 
 class IndexPartition:
-    """Transaction index: tx_id -> (event time, delayed-window entities, current label)."""
+    """Transaction index: tx_id -> [event time, label, delayed-window entities, label time].
+
+    A label for a transaction not indexed yet is kept pending (event time ``None``) and applied
+    when the transaction arrives; only the latest label of a pending transaction is kept.
+    """
 
     def __init__(
         self,
@@ -318,28 +330,36 @@ class IndexPartition:
                 entry = entries[key] = orjson.loads(raw) if raw is not None else None
             if op[0] == OP_INDEX:
                 _, tx_id, t_ms, delayed = op
-                if entry is None:
-                    entry = entries[key] = [t_ms, 0, [list(d) for d in delayed]]
-                    day = t_ms // _DAY_MS
-                    qkey = b"%s%010d\x00%s" % (_QUEUE_PREFIX, day, tx_id.encode())
-                    before.setdefault(qkey, None)
-                    updates[qkey] = b""
+                if entry is None or entry[0] is None:
+                    pending = entry
+                    entry = entries[key] = [t_ms, 0, [list(d) for d in delayed], 0]
+                    self._enqueue(t_ms, tx_id, updates, before)
+                    if pending is not None and pending[1] == 1:
+                        # the label arrived before its transaction: apply it now
+                        self.stats.labels_matched += 1
+                        entry[1], entry[3] = 1, pending[3]
+                        for plan, entity_id in entry[2]:
+                            out.append((OP_FRAUD, plan, entity_id, t_ms, pending[3], 1))
                 if t_ms > wm:
                     wm = t_ms
                 continue
             _, tx_id, label, label_ms = op  # OP_LABEL
-            if entry is None:
+            if entry is None or entry[0] is None:
+                # Unknown transaction (not seen yet, or expired): keep the latest label pending
+                # so that processing order between the two topics cannot change the state.
                 self.stats.labels_unmatched += 1
+                if entry is None:
+                    self._enqueue(label_ms, tx_id, updates, before)
+                entry = entries[key] = [None, label, None, label_ms]
                 continue
-            t_ms, state, delayed = entry
-            if label == state:
+            if label == entry[1]:
                 self.stats.labels_noop += 1
                 continue
             self.stats.labels_matched += 1
-            entry[1] = label
+            entry[1], entry[3] = label, label_ms
             delta = 1 if label == 1 else -1
-            for plan, entity_id in delayed:
-                out.append((OP_FRAUD, plan, entity_id, t_ms, label_ms, delta))
+            for plan, entity_id in entry[2]:
+                out.append((OP_FRAUD, plan, entity_id, entry[0], label_ms, delta))
         for key, entry in entries.items():
             if entry is not None:
                 updates[key] = orjson.dumps(entry)
@@ -349,6 +369,14 @@ class IndexPartition:
         if updates:
             self.store.write(updates, before)
         return out
+
+    @staticmethod
+    def _enqueue(
+        t_ms: int, tx_id: str, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]
+    ) -> None:
+        qkey = b"%s%010d\x00%s" % (_QUEUE_PREFIX, t_ms // _DAY_MS, tx_id.encode())
+        before.setdefault(qkey, None)
+        updates[qkey] = b""
 
     def _sweep(self, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]) -> None:
         self._last_sweep_ms = self.watermark_ms
@@ -378,11 +406,28 @@ class InOrderEngine:
         self.index = IndexPartition(index_store, ttl_ms=fs.horizon_ms(), sweep_every_ms=None)
 
     def on_transaction(self, tx: Transaction) -> list[float]:
-        ops, index_op = split_transaction(self.fs, tx)
-        parts = {plan: values for _, plan, values in self.entities.process(ops)}
-        if index_op is not None:
-            self.index.process([index_op])
-        return assemble(self.fs, base_features(self.fs, tx), parts)
+        return self.on_transactions([tx])[0]
+
+    def on_transactions(self, txs: Sequence[Transaction]) -> list[list[float]]:
+        """Feature rows for consecutive transactions (no label between them), in order.
+
+        One partition call for the whole run of transactions: reads, decodes and writes each
+        entity once, exactly as the live flow does per micro-batch.
+        """
+        fs = self.fs
+        ops: list[tuple[Any, ...]] = []
+        index_ops = []
+        for tx in txs:
+            tx_ops, index_op = split_transaction(fs, tx)
+            ops.extend(tx_ops)
+            if index_op is not None:
+                index_ops.append(index_op)
+        parts: dict[str, dict[int, list[float]]] = {tx.tx_id: {} for tx in txs}
+        for tx_id, plan, values in self.entities.process(ops):
+            parts[tx_id][plan] = values
+        if index_ops:
+            self.index.process(index_ops)
+        return [assemble(fs, base_features(fs, tx), parts[tx.tx_id]) for tx in txs]
 
     def on_label(self, label: Label) -> None:
         fraud_ops = self.index.process([(OP_LABEL, label.tx_id, label.label, label.label_time_ms)])

@@ -252,26 +252,33 @@ def encode(h: History) -> bytes:
     return b"".join(parts)
 
 
-def _take(kind: str, buf: memoryview, off: int, n: int) -> tuple[array, int]:
-    a = array(kind)
-    end = off + 8 * n
-    a.frombytes(buf[off:end])
-    return a, end
-
-
 def decode(raw: bytes) -> History:
     h = History.__new__(History)
     h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
     buf = memoryview(raw)
     off = _HDR.size
-    h.times, off = _take("q", buf, off, n)
-    h.counts, off = _take("d", buf, off, n)
-    h.sums, off = _take("d", buf, off, n)
-    h.sumsqs, off = _take("d", buf, off, n)
-    h.maxs, off = _take("d", buf, off, n)
-    h.f_time, off = _take("q", buf, off, nf)
-    h.f_label_ms, off = _take("q", buf, off, nf)
-    h.f_delta, off = _take("q", buf, off, nf)
+    step = 8 * n
+    h.times = array("q")
+    h.times.frombytes(buf[off : off + step])
+    off += step
+    floats = []
+    for _ in range(4):
+        a = array("d")
+        a.frombytes(buf[off : off + step])
+        floats.append(a)
+        off += step
+    h.counts, h.sums, h.sumsqs, h.maxs = floats
+    if nf:
+        step = 8 * nf
+        ints = []
+        for _ in range(3):
+            b = array("q")
+            b.frombytes(buf[off : off + step])
+            ints.append(b)
+            off += step
+        h.f_time, h.f_label_ms, h.f_delta = ints
+    else:
+        h.f_time, h.f_label_ms, h.f_delta = array("q"), array("q"), array("q")
     h.seen = orjson.loads(buf[off:]) if off < len(raw) else {}
     return h
 

@@ -1,0 +1,282 @@
+"""End-to-end benchmarks on the embedded broker (loopback only, bounded in events and seconds).
+
+* ``e2e_throughput``: a pre-produced simulated stream (4 partitions) drained by
+  ``fraudstream run --no-tail --processes P``; events/s between the first and the last
+  ``decided_at_ms`` on ``decisions``, plus the wall time including start-up.
+* ``e2e_latency``: the sidecar tailing (one process), a rate-controlled producer;
+  ``decided_at_ms - ingested_at_ms`` (the record's producer timestamp) per decision.
+* ``kafka_consume_ceiling``: aiokafka consume + ``orjson.loads`` of the same topic, events/s.
+
+Every run gets a fresh broker, so topics, state and recovery directories are always new.
+The producer, the broker and the sidecar share the machine's cores: on 2 cores they compete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from fraudstream.broker import EmbeddedBroker
+from fraudstream.kafka import KafkaSettings, Record, consume, create_topics, produce
+from fraudstream.simulate import SimConfig, Simulation, generate
+
+Emit = Callable[..., None]
+
+TOPICS = {"transactions": 4, "labels": 1, "decisions": 4, "transactions.dlq": 1, "labels.dlq": 1}
+
+
+def _key(record: dict) -> str:
+    return str(record["account_id"])
+
+
+def train(sim: Simulation, registry: Path) -> str:
+    from fraudstream.replay.training import train_from_streams
+    from fraudstream.state.features import get_feature_set
+
+    return train_from_streams(
+        sim.transactions, sim.labels, get_feature_set("default"), registry, n_estimators=200
+    )
+
+
+def _sidecar(
+    broker: EmbeddedBroker, work: Path, registry: Path, *, processes: int, tail: bool
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable,
+        "-m",
+        "fraudstream",
+        "run",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--registry",
+        str(registry),
+        "--state-dir",
+        str(work / "state"),
+        "--recovery-dir",
+        str(work / "recovery"),
+        "--processes",
+        str(processes),
+    ]
+    if not tail:
+        argv.append("--no-tail")
+    log = open(work / "sidecar.log", "wb")  # the child keeps its own descriptor
+    try:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _decisions(records: list[Record]) -> dict[str, dict]:
+    """Decision per tx_id (the first one: re-emitted decisions after a resume are duplicates)."""
+    out: dict[str, dict] = {}
+    for rec in records:
+        d = orjson.loads(rec.value)
+        out.setdefault(d["tx_id"], d)
+    return out
+
+
+# --- kafka_consume_ceiling ----------------------------------------------------------------
+
+
+async def _aconsume_parse(settings: KafkaSettings, topic: str, n: int, timeout_s: float) -> float:
+    consumer = AIOKafkaConsumer(
+        **settings.aiokafka_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(TOPICS[topic])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        t0 = time.perf_counter()
+        deadline = t0 + timeout_s
+        while seen < n:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"read {seen} of {n} records from {topic!r}")
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for msgs in batches.values():
+                for msg in msgs:
+                    orjson.loads(msg.value)
+                seen += len(msgs)
+        return seen / (time.perf_counter() - t0)
+    finally:
+        await consumer.stop()
+
+
+def bench_consume_ceiling(emit: Emit, settings: KafkaSettings, n: int) -> None:
+    rates = [asyncio.run(_aconsume_parse(settings, "transactions", n, 120)) for _ in range(3)]
+    emit(
+        benchmark="kafka_consume_ceiling",
+        events=n,
+        partitions=TOPICS["transactions"],
+        value=max(rates),
+        runs=[round(r) for r in rates],
+        unit="events/s",
+        note="aiokafka manual assign + orjson.loads, best of 3",
+    )
+
+
+# --- e2e_throughput -----------------------------------------------------------------------
+
+
+def bench_throughput(
+    emit: Emit,
+    *,
+    customers: int,
+    days: int,
+    processes: tuple[int, ...],
+    run_timeout_s: float,
+    ceiling: bool = True,
+) -> None:
+    sim = generate(SimConfig(seed=11, n_customers=customers, days=days))
+    n = len(sim.transactions)
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
+        registry = Path(tmp) / "registry"
+        t0 = time.perf_counter()
+        version = train(sim, registry)
+        print(f"# trained champion {version} in {time.perf_counter() - t0:.1f}s", flush=True)
+        for p in processes:
+            work = Path(tmp) / f"p{p}"
+            work.mkdir()
+            with EmbeddedBroker(log_path=work / "broker.log") as broker:
+                settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+                create_topics(settings, TOPICS)
+                produce(settings, "transactions", sim.transactions, key=_key)
+                produce(settings, "labels", sim.labels, key=lambda r: r["tx_id"])
+                if ceiling:
+                    bench_consume_ceiling(emit, settings, n)
+                    ceiling = False
+                started = time.perf_counter()
+                proc = _sidecar(broker, work, registry, processes=p, tail=False)
+                try:
+                    rc = proc.wait(timeout=run_timeout_s)
+                except subprocess.TimeoutExpired:
+                    _stop(proc)
+                    rc = None
+                wall_s = time.perf_counter() - started
+                records = consume(settings, "decisions", timeout_s=60)
+            decided = _decisions(records)
+            times = [d["decided_at_ms"] for d in decided.values()]
+            span_s = (max(times) - min(times)) / 1000 if len(times) > 1 else float("nan")
+            emit(
+                benchmark="e2e_throughput",
+                processes=p,
+                events=n,
+                decided=len(decided),
+                duplicates=len(records) - len(decided),
+                exit_code=rc,
+                value=len(decided) / span_s if span_s > 0 else 0.0,
+                unit="events/s",
+                span_s=round(span_s, 3),
+                wall_s=round(wall_s, 3),
+                wall_events_per_s=round(len(decided) / wall_s),
+                note="first->last decided_at_ms; wall includes process start-up and shutdown",
+            )
+
+
+# --- e2e_latency --------------------------------------------------------------------------
+
+
+def bench_latency(
+    emit: Emit,
+    *,
+    customers: int,
+    rates: tuple[float, ...],
+    seconds: float,
+    drain_timeout_s: float,
+) -> None:
+    total = int(sum(r * seconds for r in rates))
+    days = 1
+    sim = generate(SimConfig(seed=12, n_customers=customers, days=days))
+    while len(sim.transactions) < total:
+        days = int(days * total / max(1, len(sim.transactions))) + 1
+        sim = generate(SimConfig(seed=12, n_customers=customers, days=days))
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
+        work = Path(tmp)
+        registry = work / "registry"
+        train(sim, registry)
+        with EmbeddedBroker(log_path=work / "broker.log") as broker:
+            settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+            create_topics(settings, TOPICS)
+            proc = _sidecar(broker, work, registry, processes=1, tail=True)
+            try:
+                warm = {**sim.transactions[0], "tx_id": "warmup-0"}
+                produce(settings, "transactions", [warm], key=_key)
+                consume(settings, "decisions", until=lambda r: len(r) >= 1, timeout_s=180)
+                expected = 1
+                offset = 0
+                for rate in rates:
+                    n = int(rate * seconds)
+                    phase = sim.transactions[offset : offset + n]
+                    offset += n
+                    expected += n
+                    t0 = time.perf_counter()
+                    # linger_ms=0: the record timestamp is taken at send(); linger would only
+                    # add producer-side delay to the measured latency.
+                    produce(settings, "transactions", phase, key=_key, rate_per_s=rate, linger_ms=0)
+                    offered_s = time.perf_counter() - t0
+
+                    def drained(recs: list[Record], want: int = expected) -> bool:
+                        if proc.poll() is not None:
+                            raise RuntimeError(f"sidecar exited, see {work / 'sidecar.log'}")
+                        return len(recs) >= want
+
+                    records = consume(
+                        settings, "decisions", until=drained, timeout_s=drain_timeout_s
+                    )
+                    ids = {tx["tx_id"] for tx in phase}
+                    decided = {k: d for k, d in _decisions(records).items() if k in ids}
+                    lat = np.array(
+                        [d["decided_at_ms"] - d["ingested_at_ms"] for d in decided.values()],
+                        dtype=np.float64,
+                    )
+                    p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+                    emit(
+                        benchmark="e2e_latency",
+                        rate=rate,
+                        achieved_rate=round(n / offered_s),
+                        events=n,
+                        decided=len(decided),
+                        value=float(p99),
+                        p50_ms=float(p50),
+                        p99_ms=float(p99),
+                        p999_ms=float(p999),
+                        max_ms=float(lat.max()),
+                        unit="ms",
+                        note="p99 of decided_at_ms - ingested_at_ms (producer timestamp)",
+                    )
+            finally:
+                _stop(proc)
+
+
+def run(emit: Emit, *, quick: bool) -> None:
+    if quick:
+        bench_throughput(emit, customers=500, days=10, processes=(1, 2), run_timeout_s=240)
+        bench_latency(emit, customers=500, rates=(1000,), seconds=5, drain_timeout_s=120)
+    else:
+        bench_throughput(emit, customers=2000, days=10, processes=(1, 2), run_timeout_s=420)
+        bench_latency(
+            emit, customers=2000, rates=(1000, 2000, 5000), seconds=12, drain_timeout_s=240
+        )
