@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from fraudstream.broker import EmbeddedBroker
+from fraudstream.demo import start_sidecar
 from fraudstream.kafka import KafkaSettings, Record, consume, create_topics, produce
 from fraudstream.simulate import SimConfig, Simulation, generate
 
@@ -50,29 +50,7 @@ def train(sim: Simulation, registry: Path) -> str:
 def _sidecar(
     broker: EmbeddedBroker, work: Path, registry: Path, *, processes: int, tail: bool
 ) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable,
-        "-m",
-        "fraudstream",
-        "run",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--registry",
-        str(registry),
-        "--state-dir",
-        str(work / "state"),
-        "--recovery-dir",
-        str(work / "recovery"),
-        "--processes",
-        str(processes),
-    ]
-    if not tail:
-        argv.append("--no-tail")
-    log = open(work / "sidecar.log", "wb")  # the child keeps its own descriptor
-    try:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
+    return start_sidecar(broker.bootstrap_servers, work, registry, processes=processes, tail=tail)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

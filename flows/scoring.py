@@ -119,63 +119,62 @@ def _dlq_message(msg: Any, rejected: Rejected, dlq_topic: str) -> KafkaSinkMessa
     return KafkaSinkMessage(key=msg.key, value=msg.value or b"", topic=dlq_topic, headers=headers)
 
 
-class _EntityLogic(StatefulBatchLogic):
-    """One state partition: a RocksDB store opened lazily (the builder is not told its key)."""
+class _PartitionLogic(StatefulBatchLogic):
+    """A state partition: its RocksDB store opened lazily (the builder is not told its key)."""
+
+    family = ""
 
     def __init__(self, cfg: FlowConfig, resume: int | None) -> None:
         self.cfg = cfg
         self.resume = resume
-        self.part: EntityPartition | None = None
+        self.store: EpochStore | None = None
+
+    def _open(self, pid: int) -> EpochStore:
+        kv = _open_kv(self.cfg.state_dir / self.family / f"p{pid:04d}")
+        return EpochStore(kv, resume_epoch=self.resume, keep_epochs=self.cfg.keep_epochs)
+
+    def snapshot(self) -> int | None:
+        return self.resume if self.store is None else self.store.commit_epoch()
+
+
+class _EntityLogic(_PartitionLogic):
+    """Entity state partition: features for transaction ops, fraud ops applied."""
+
+    family = "entities"
+    part: EntityPartition
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if self.part is None:
-            pid = values[0][0]
-            kv = _open_kv(self.cfg.state_dir / "entities" / f"p{pid:04d}")
-            store = EpochStore(kv, resume_epoch=self.resume, keep_epochs=self.cfg.keep_epochs)
-            self.part = EntityPartition(self.cfg.feature_set, store, sweep_every_ms=DAY_MS)
-        ops = [o for _, batch in values for o in batch]
-        outputs = self.part.process(ops)
+        if self.store is None:
+            self.store = self._open(values[0][0])
+            self.part = EntityPartition(self.cfg.feature_set, self.store, sweep_every_ms=DAY_MS)
+        outputs = self.part.process([o for _, batch in values for o in batch])
         groups: dict[int, list[Any]] = defaultdict(list)
         jp = self.cfg.join_partitions
         for item in outputs:
             groups[partition_of(item[0], jp)].append(item)
         return [(f"j{j}", (j, "parts", items)) for j, items in groups.items()], self.RETAIN
 
-    def snapshot(self) -> int | None:
-        if self.part is None:
-            return self.resume
-        return self.part.store.commit_epoch()
 
-
-class _IndexLogic(StatefulBatchLogic):
+class _IndexLogic(_PartitionLogic):
     """Transaction index partition: turns late labels into fraud ops for entity partitions."""
 
-    def __init__(self, cfg: FlowConfig, resume: int | None) -> None:
-        self.cfg = cfg
-        self.resume = resume
-        self.part: IndexPartition | None = None
+    family = "txindex"
+    part: IndexPartition
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if self.part is None:
-            pid = values[0][0]
-            kv = _open_kv(self.cfg.state_dir / "txindex" / f"p{pid:04d}")
-            store = EpochStore(kv, resume_epoch=self.resume, keep_epochs=self.cfg.keep_epochs)
-            self.part = IndexPartition(store, ttl_ms=self.cfg.feature_set.horizon_ms())
-        ops = [o for _, batch in values for o in batch]
-        before = (self.part.stats.labels_matched, self.part.stats.labels_unmatched)
-        fraud_ops = self.part.process(ops)
-        LABELS.labels("matched").inc(self.part.stats.labels_matched - before[0])
-        LABELS.labels("unmatched").inc(self.part.stats.labels_unmatched - before[1])
+        if self.store is None:
+            self.store = self._open(values[0][0])
+            self.part = IndexPartition(self.store, ttl_ms=self.cfg.feature_set.horizon_ms())
+        stats = self.part.stats
+        before = (stats.labels_matched, stats.labels_unmatched)
+        fraud_ops = self.part.process([o for _, batch in values for o in batch])
+        LABELS.labels("matched").inc(stats.labels_matched - before[0])
+        LABELS.labels("unmatched").inc(stats.labels_unmatched - before[1])
         groups: dict[int, list[Any]] = defaultdict(list)
         n = self.cfg.partitions
         for fop in fraud_ops:
             groups[partition_of(fop[2], n)].append(fop)
         return [(f"e{p}", (p, ops)) for p, ops in groups.items()], self.RETAIN
-
-    def snapshot(self) -> int | None:
-        if self.part is None:
-            return self.resume
-        return self.part.store.commit_epoch()
 
 
 class _DecideLogic(StatefulBatchLogic):

@@ -25,7 +25,7 @@ from fraudstream.broker import EmbeddedBroker
 from fraudstream.kafka import Record, consume, create_topics, produce
 from fraudstream.simulate import SimConfig, generate
 
-__all__ = ["malformed_payloads", "run_demo"]
+__all__ = ["malformed_payloads", "run_demo", "start_sidecar"]
 
 _DAY_MS = 86_400_000
 
@@ -53,6 +53,39 @@ def malformed_payloads(now_ms: int) -> list[bytes]:
             item = orjson.dumps({**item, "tx_id": f"bad-{i}"} if "tx_id" in item else item)
         out.append(item)
     return out
+
+
+def start_sidecar(
+    bootstrap_servers: str,
+    workdir: Path,
+    registry: Path,
+    *,
+    processes: int = 1,
+    tail: bool = True,
+    extra: tuple[str, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``fraudstream run`` as a child process, state and logs under ``workdir``."""
+    argv = [
+        sys.executable,
+        "-m",
+        "fraudstream",
+        "run",
+        "--bootstrap-servers",
+        bootstrap_servers,
+        "--registry",
+        str(registry),
+        "--state-dir",
+        str(workdir / "state"),
+        "--recovery-dir",
+        str(workdir / "recovery"),
+        "--processes",
+        str(processes),
+        *extra,
+    ]
+    if not tail:
+        argv.append("--no-tail")
+    with open(workdir / "sidecar.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -123,26 +156,8 @@ def run_demo(
             },
         )
         print(f"[3/5] starting the sidecar on {broker.bootstrap_servers} (Bytewax + RocksDB)")
-        log = open(workdir / "sidecar.log", "wb")
-        sidecar = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fraudstream",
-                "run",
-                "--bootstrap-servers",
-                broker.bootstrap_servers,
-                "--registry",
-                str(registry),
-                "--state-dir",
-                str(workdir / "state"),
-                "--recovery-dir",
-                str(workdir / "recovery"),
-                "--epoch-interval",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        sidecar = start_sidecar(
+            broker.bootstrap_servers, workdir, registry, extra=("--epoch-interval", "1")
         )
         try:
             warm = {**stream.transactions[0], "tx_id": "warmup-0", "account_id": "warmup"}
@@ -177,7 +192,6 @@ def run_demo(
                 sidecar.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 sidecar.kill()
-            log.close()
 
     decisions = [r for r in decisions if r.key != b"warmup-0"]
     _summary(decisions, dlq, stream.fraud, n_good - 1)
