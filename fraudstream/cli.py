@@ -137,6 +137,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay_features(args: argparse.Namespace) -> int:
+    from fraudstream.replay.api import write_features
+
+    n = write_features(args.transactions, args.labels, args.feature_set, args.out)
+    print(f"wrote {n} rows of {args.feature_set!r} features to {args.out}")
+    return 0
+
+
 def _flow_config(args: argparse.Namespace) -> Any:
     from fraudstream.flows.scoring import FlowConfig
     from fraudstream.state.features import get_feature_set
@@ -239,6 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-estimators", type=int, default=200)
     p.set_defaults(func=cmd_train, _sub=p)
+
+    p = subs.add_parser("replay", help="point-in-time replays of recorded streams")
+    replay = p.add_subparsers(dest="replay_command", required=True)
+    p = replay.add_parser("features", help="one feature row per transaction, to Parquet")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--transactions", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--feature-set", default="default")
+    p.add_argument("--out", required=True, help="output .parquet")
+    p.set_defaults(func=cmd_replay_features, _sub=p)
 
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
     p.add_argument("--config", help="TOML settings file")

@@ -1,0 +1,59 @@
+"""Notebook-friendly replay API: files in, pandas DataFrames and Parquet out.
+
+Inputs are JSONL (optionally gzipped) or Parquet files. Output Parquet is deterministic: the same
+input gives byte-identical files (no timestamps, no pandas metadata, fixed compression).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fraudstream.replay.features import ReplayResult, replay_features
+from fraudstream.simulate import read_jsonl
+from fraudstream.state.features import FeatureSet, get_feature_set
+
+__all__ = ["features_frame", "features_table", "read_records", "write_features"]
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL(.gz) or Parquet file, in file order."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches():
+            yield from batch.to_pylist()
+    else:
+        yield from read_jsonl(path)
+
+
+def features_table(result: ReplayResult, fs: FeatureSet) -> pa.Table:
+    """``tx_id`` then the feature columns (float64), one row per transaction in input order."""
+    columns: dict[str, Any] = {"tx_id": pa.array(result.tx_ids, pa.string())}
+    for i, name in enumerate(fs.feature_names):
+        columns[name] = pa.array(result.X[:, i], pa.float64())
+    return pa.table(columns)
+
+
+def _replay(transactions: str | Path, labels: str | Path, feature_set: str) -> tuple[Any, Any]:
+    fs = get_feature_set(feature_set)
+    result = replay_features(read_records(transactions), read_records(labels), fs)
+    return features_table(result, fs), fs
+
+
+def features_frame(transactions: str | Path, labels: str | Path, feature_set: str) -> Any:
+    """Point-in-time features as a pandas DataFrame (``tx_id`` + features, input order)."""
+    table, _ = _replay(transactions, labels, feature_set)
+    return table.to_pandas()
+
+
+def write_features(
+    transactions: str | Path, labels: str | Path, feature_set: str, out: str | Path
+) -> int:
+    """Replay and write Parquet; returns the number of rows."""
+    table, _ = _replay(transactions, labels, feature_set)
+    pq.write_table(table, str(out), compression="zstd", store_schema=False)
+    return int(table.num_rows)
