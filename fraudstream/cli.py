@@ -145,6 +145,36 @@ def cmd_replay_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_time_ms(text: str) -> int:
+    """Epoch milliseconds, or an ISO date/datetime (UTC unless it carries an offset)."""
+    from datetime import UTC, datetime
+
+    if text.lstrip("-").isdigit():
+        return int(text)
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def cmd_replay_training_set(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from fraudstream.replay.api import read_records
+    from fraudstream.replay.training_set import training_set
+
+    table = training_set(
+        read_records(args.decisions),
+        read_records(args.labels),
+        as_of_ms=parse_time_ms(args.as_of),
+        maturity_ms=int(args.maturity_days * 86_400_000),
+    )
+    pq.write_table(table, args.out, compression="zstd", store_schema=False)
+    positives = sum(table.column("label").to_pylist())
+    print(f"wrote {table.num_rows} rows ({positives} fraud) to {args.out}")
+    return 0
+
+
 def _flow_config(args: argparse.Namespace) -> Any:
     from fraudstream.flows.scoring import FlowConfig
     from fraudstream.state.features import get_feature_set
@@ -257,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-set", default="default")
     p.add_argument("--out", required=True, help="output .parquet")
     p.set_defaults(func=cmd_replay_features, _sub=p)
+    p = replay.add_parser("training-set", help="decision-time features + labels known at as-of")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--decisions", required=True, help="decision records, JSONL(.gz) or Parquet")
+    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--as-of", required=True, help="epoch ms or ISO date/datetime (UTC)")
+    p.add_argument("--maturity-days", type=float, default=30.0)
+    p.add_argument("--out", required=True, help="output .parquet")
+    p.set_defaults(func=cmd_replay_training_set, _sub=p)
 
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
     p.add_argument("--config", help="TOML settings file")
