@@ -175,6 +175,31 @@ def cmd_replay_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from fraudstream.models.registry import parse_model_ref
+    from fraudstream.replay.api import read_records
+    from fraudstream.replay.backtest import backtest, write_report
+
+    registry, version = parse_model_ref(args.model)
+    result = backtest(
+        read_records(args.transactions),
+        read_records(args.labels),
+        registry=registry,
+        version=version,
+        from_ms=parse_time_ms(args.from_),
+        to_ms=parse_time_ms(args.to),
+        k=args.k,
+    )
+    write_report(result, Path(args.report))
+    m = result.metrics
+    print(
+        f"{m['model_version']}: {m['transactions']} transactions, AUC {m['auc_roc']}, "
+        f"AP {m['average_precision']}, CP@{args.k} {m[f'card_precision_at_{args.k}']:.3f}; "
+        f"report in {args.report}"
+    )
+    return 0
+
+
 def _flow_config(args: argparse.Namespace) -> Any:
     from fraudstream.flows.scoring import FlowConfig
     from fraudstream.state.features import get_feature_set
@@ -295,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maturity-days", type=float, default=30.0)
     p.add_argument("--out", required=True, help="output .parquet")
     p.set_defaults(func=cmd_replay_training_set, _sub=p)
+
+    p = subs.add_parser("backtest", help="score a test period point in time; metrics + report")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--transactions", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--model", required=True, help="REGISTRY_DIR[:VERSION]")
+    p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
+    p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
+    p.add_argument("--k", type=int, default=100, help="cards per day for card precision@k")
+    p.add_argument("--report", required=True, help="output directory")
+    p.set_defaults(func=cmd_backtest, _sub=p)
 
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
     p.add_argument("--config", help="TOML settings file")
