@@ -132,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         registry=Path(args.registry),
         seed=args.seed,
         n_estimators=args.n_estimators,
+        train_from_ms=parse_time_ms(args.train_from) if args.train_from else None,
+        train_to_ms=parse_time_ms(args.train_to) if args.train_to else None,
     )
     print(version)
     return 0
@@ -301,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default="var/registry")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-estimators", type=int, default=200)
+    p.add_argument("--train-from", help="first event time to train on (ISO or ms); default: all")
+    p.add_argument("--train-to", help="end of the training window, exclusive (ISO or ms)")
     p.set_defaults(func=cmd_train, _sub=p)
 
     p = subs.add_parser("replay", help="point-in-time replays of recorded streams")

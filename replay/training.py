@@ -11,7 +11,6 @@ from fraudstream.models.registry import ModelRegistry
 from fraudstream.models.train import train_champion
 from fraudstream.replay.features import replay_features, to_label
 from fraudstream.schema import Label
-from fraudstream.simulate import read_jsonl
 from fraudstream.state.features import FeatureSet, get_feature_set
 
 __all__ = ["labels_as_of", "train_from_files", "train_from_streams"]
@@ -36,17 +35,28 @@ def train_from_streams(
     *,
     seed: int = 0,
     n_estimators: int = 200,
+    train_from_ms: int | None = None,
+    train_to_ms: int | None = None,
 ) -> str:
-    """Replay features, label with what is known at the end, train, register (shadow stage)."""
+    """Replay features, label with what is known at the end, train, register (shadow stage).
+
+    The whole input is replayed (earlier history feeds the state); only transactions with event
+    time in ``[train_from_ms, train_to_ms)`` become training rows.
+    """
     parsed = [lab for lab in (to_label(r) for r in labels) if lab is not None]
     replay = replay_features(transactions, parsed, fs)
-    if not replay.tx_ids:
-        raise ValueError("no valid transactions to train on")
+    lo = -(2**62) if train_from_ms is None else train_from_ms
+    hi = 2**62 if train_to_ms is None else train_to_ms
+    rows = np.flatnonzero((replay.times_ms >= lo) & (replay.times_ms < hi))
+    if not rows.size:
+        raise ValueError("no valid transactions in the training window")
     as_of = max([lab.label_time_ms for lab in parsed] + [int(replay.times_ms.max())])
     known = labels_as_of(parsed, as_of)
-    y = np.array([known.get(tx, 0) for tx in replay.tx_ids], dtype=np.int32)
-    result = train_champion(replay.X, y, fs.feature_names, seed=seed, n_estimators=n_estimators)
-    window = {"from_ms": int(replay.times_ms.min()), "to_ms": int(replay.times_ms.max())}
+    y = np.array([known.get(replay.tx_ids[i], 0) for i in rows], dtype=np.int32)
+    X = replay.X[rows]
+    result = train_champion(X, y, fs.feature_names, seed=seed, n_estimators=n_estimators)
+    times = replay.times_ms[rows]
+    window = {"from_ms": int(times.min()), "to_ms": int(times.max())}
     return ModelRegistry(registry).register(result, fs, training_window=window)
 
 
@@ -58,12 +68,18 @@ def train_from_files(
     registry: Path,
     seed: int = 0,
     n_estimators: int = 200,
+    train_from_ms: int | None = None,
+    train_to_ms: int | None = None,
 ) -> str:
+    from fraudstream.replay.api import read_records
+
     return train_from_streams(
-        list(read_jsonl(transactions)),
-        list(read_jsonl(labels)),
+        list(read_records(transactions)),
+        list(read_records(labels)),
         get_feature_set(feature_set),
         registry,
         seed=seed,
         n_estimators=n_estimators,
+        train_from_ms=train_from_ms,
+        train_to_ms=train_to_ms,
     )

@@ -38,6 +38,20 @@ def test_simulate_then_train_from_files(tmp_path, capsys):
     loaded = ModelRegistry(registry).load("v0001", feature_set=handbook_feature_set())
     assert loaded.manifest["feature_set"]["name"] == "handbook"
 
+    # a training window: the whole input feeds the state, only the window becomes rows
+    start = orjson.loads(lines[0])["event_time_ms"] // 86_400_000 * 86_400_000
+    lo, hi = start + 3 * 86_400_000, start + 9 * 86_400_000
+    window = ["--train-from", str(lo), "--train-to", str(hi)]
+    tx_file, label_file = (
+        tmp_path / "data" / "transactions.jsonl",
+        tmp_path / "data" / "labels.jsonl",
+    )
+    argv = ["train", "--transactions", str(tx_file), "--labels", str(label_file)]
+    argv += ["--feature-set", "handbook", "--registry", str(registry), "--n-estimators", "10"]
+    assert main([*argv, *window]) == 0
+    trained = ModelRegistry(registry).load("v0002").manifest["training_window"]
+    assert lo <= trained["from_ms"] <= trained["to_ms"] < hi
+
 
 def test_run_without_bootstrap_servers_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS", raising=False)
