@@ -177,6 +177,20 @@ def cmd_replay_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay_archive(args: argparse.Namespace) -> int:
+    from fraudstream.replay.archive import archive_topic
+
+    n = archive_topic(
+        _settings(args),
+        args.topic,
+        from_ms=parse_time_ms(args.from_),
+        to_ms=parse_time_ms(args.to),
+        out=Path(args.out),
+    )
+    print(f"archived {n} records of {args.topic!r} to {args.out}")
+    return 0
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from fraudstream.models.registry import parse_model_ref
     from fraudstream.replay.api import read_records
@@ -316,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-set", default="default")
     p.add_argument("--out", required=True, help="output .parquet")
     p.set_defaults(func=cmd_replay_features, _sub=p)
+    p = replay.add_parser("archive", help="export a topic time range to Parquet by day")
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--topic", default="decisions")
+    p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
+    p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
+    p.add_argument("--out", required=True, help="output directory (resumes if it exists)")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_replay_archive, _sub=p)
     p = replay.add_parser("training-set", help="decision-time features + labels known at as-of")
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--decisions", required=True, help="decision records, JSONL(.gz) or Parquet")
