@@ -205,6 +205,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         from_ms=parse_time_ms(args.from_),
         to_ms=parse_time_ms(args.to),
         k=args.k,
+        logged_decisions=read_records(args.compare_decisions) if args.compare_decisions else None,
     )
     write_report(result, Path(args.report))
     m = result.metrics
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
     p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
     p.add_argument("--k", type=int, default=100, help="cards per day for card precision@k")
+    p.add_argument(
+        "--compare-decisions", help="decision log (JSONL/Parquet): compare with the champion"
+    )
     p.add_argument("--report", required=True, help="output directory")
     p.set_defaults(func=cmd_backtest, _sub=p)
 

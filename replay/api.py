@@ -40,7 +40,7 @@ def features_table(result: ReplayResult, fs: FeatureSet) -> pa.Table:
 
 def _replay(transactions: str | Path, labels: str | Path, feature_set: str) -> tuple[Any, Any]:
     fs = get_feature_set(feature_set)
-    result = replay_features(read_records(transactions), read_records(labels), fs)
+    result = replay_features(read_records(transactions), read_records(labels), fs, progress=True)
     return features_table(result, fs), fs
 
 

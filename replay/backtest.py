@@ -69,13 +69,15 @@ def backtest(
     from_ms: int,
     to_ms: int,
     k: int = 100,
+    logged_decisions: Iterable[dict[str, Any]] | None = None,
 ) -> BacktestResult:
+    """Score ``[from_ms, to_ms)`` with the model; optionally compare with logged decisions."""
     loaded = ModelRegistry(registry).load(version)
     fs = get_feature_set(loaded.manifest["feature_set"]["name"])
     loaded = ModelRegistry(registry).load(version, feature_set=fs)
     txs = [tx for tx in map(to_transaction, transactions) if tx is not None]
     labs = [lab for lab in map(to_label, labels) if lab is not None]
-    replay = replay_features(txs, labs, fs)
+    replay = replay_features(txs, labs, fs, progress=True)
     truth = labels_as_of(labs, max([lab.label_time_ms for lab in labs], default=0))
     first_fraud_known: dict[str, int] = {}
     by_id = {tx.tx_id: tx for tx in txs}
@@ -100,29 +102,66 @@ def backtest(
     scores = np.asarray(loaded.champion.score_many(replay.X[idx]), dtype=np.float64)
     y = np.array([truth.get(replay.tx_ids[i], 0) for i in keep], dtype=np.int8)
     days = replay.times_ms[idx] // _DAY_MS
-    cp = card_precision_at_k(days, cards, scores, y, k)
     review = loaded.manifest["thresholds"]["review"]
-    flagged = scores >= review
-    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    metrics, cp = _metrics(scores, y, days, cards, review, k)
     metrics = {
         "model_version": loaded.version,
         "feature_set": fs.name,
         "from_ms": from_ms,
         "to_ms": to_ms,
+        **metrics,
+    }
+    if logged_decisions is not None:
+        logged: dict[str, dict[str, Any]] = {}
+        for d in logged_decisions:
+            logged.setdefault(d["tx_id"], d)
+        have = [j for j, i in enumerate(keep) if replay.tx_ids[i] in logged]
+        rows = [logged[replay.tx_ids[keep[j]]] for j in have]
+        if rows:
+            sel = np.array(have)
+            logged_scores = np.array([r["champion"]["score"] for r in rows], dtype=np.float64)
+            sub = sel.tolist()
+            champion_metrics, _ = _metrics(
+                logged_scores,
+                y[sel],
+                days[sel],
+                [cards[j] for j in sub],
+                rows[0]["thresholds"]["review"],
+                k,
+            )
+            candidate_same, _ = _metrics(
+                scores[sel], y[sel], days[sel], [cards[j] for j in sub], review, k
+            )
+            metrics["comparison"] = {
+                "transactions_with_logged_decision": len(rows),
+                "champion_version": rows[0]["champion"]["version"],
+                "champion_logged": champion_metrics,
+                "candidate_same_transactions": candidate_same,
+            }
+    daily = {
+        str(np.datetime64(int(d) * _DAY_MS, "ms").astype("datetime64[D]")): v for d, v in cp.items()
+    }
+    return BacktestResult(metrics=metrics, scores=scores, y=y, daily_cp=daily)
+
+
+def _metrics(
+    scores: np.ndarray, y: np.ndarray, days: np.ndarray, cards: list[str], threshold: float, k: int
+) -> tuple[dict[str, Any], dict[int, float]]:
+    cp = card_precision_at_k(days, cards, scores, y, k)
+    flagged = scores >= threshold
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    metrics = {
         "transactions": len(y),
         "frauds": positives,
         "auc_roc": auc_roc(scores, y) if 0 < positives < len(y) else None,
         "average_precision": average_precision(scores, y) if positives else None,
         f"card_precision_at_{k}": float(np.mean(list(cp.values()))),
-        "review_threshold": review,
+        "review_threshold": threshold,
         "recall_at_threshold": float(flagged[y == 1].sum() / positives) if positives else None,
         "fpr_at_threshold": float(flagged[y == 0].sum() / negatives) if negatives else None,
         "alert_volume": int(flagged.sum()),
     }
-    daily = {
-        str(np.datetime64(int(d) * _DAY_MS, "ms").astype("datetime64[D]")): v for d, v in cp.items()
-    }
-    return BacktestResult(metrics=metrics, scores=scores, y=y, daily_cp=daily)
+    return metrics, cp
 
 
 def _png(fig: Any) -> str:

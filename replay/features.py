@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from fraudstream.schema import Label, Limits, Transaction, parse_label, parse_transaction
 from fraudstream.state.base import EpochStore
@@ -57,6 +58,7 @@ def replay_features(
     fs: FeatureSet,
     *,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> ReplayResult:
     """Replay raw streams through the live state code (in memory), in micro-batches."""
     engine = InOrderEngine(
@@ -81,7 +83,7 @@ def replay_features(
         rows.extend(engine.on_transactions(pending))
         pending.clear()
 
-    for raw in transactions:
+    for raw in tqdm(transactions, unit="tx", disable=not progress, mininterval=0.5, leave=False):
         tx = raw if isinstance(raw, Transaction) else to_transaction(raw)
         if tx is None:
             rejected += 1

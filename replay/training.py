@@ -44,7 +44,7 @@ def train_from_streams(
     time in ``[train_from_ms, train_to_ms)`` become training rows.
     """
     parsed = [lab for lab in (to_label(r) for r in labels) if lab is not None]
-    replay = replay_features(transactions, parsed, fs)
+    replay = replay_features(transactions, parsed, fs, progress=True)
     lo = -(2**62) if train_from_ms is None else train_from_ms
     hi = 2**62 if train_to_ms is None else train_to_ms
     rows = np.flatnonzero((replay.times_ms >= lo) & (replay.times_ms < hi))

@@ -44,6 +44,17 @@ def test_backtest_cli_writes_metrics_and_report(tmp_path, capsys):
     argv = ["backtest", "--transactions", str(tmp_path / "tx.jsonl")]
     argv += ["--labels", str(tmp_path / "labels.jsonl"), "--model", f"{registry}:v0001"]
     argv += ["--from", start, "--to", end, "--k", "20", "--report", str(tmp_path / "report")]
+    # a "logged champion" that scored everything 0.5: the comparison must show it as useless
+    logged = [
+        {
+            "tx_id": t["tx_id"],
+            "champion": {"score": 0.5, "version": "v-old"},
+            "thresholds": {"review": 0.9},
+        }
+        for t in sim.transactions
+    ]
+    write_jsonl(tmp_path / "decisions.jsonl", logged)
+    argv += ["--compare-decisions", str(tmp_path / "decisions.jsonl")]
     assert main(argv) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     for key in (
@@ -59,6 +70,11 @@ def test_backtest_cli_writes_metrics_and_report(tmp_path, capsys):
     assert 0.0 <= metrics["card_precision_at_20"] <= 1.0
     in_period = [t for t in sim.transactions if int(start) <= t["event_time_ms"] < int(end)]
     assert 0 < metrics["transactions"] < len(in_period)  # known-compromised cards excluded
+    comparison = metrics["comparison"]
+    assert comparison["transactions_with_logged_decision"] == metrics["transactions"]
+    assert comparison["champion_logged"]["auc_roc"] == 0.5
+    assert comparison["champion_logged"]["alert_volume"] == 0
+    assert comparison["candidate_same_transactions"]["auc_roc"] == metrics["auc_roc"]
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "v0001" in capsys.readouterr().out
