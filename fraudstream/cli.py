@@ -64,6 +64,15 @@ def _settings(args: argparse.Namespace) -> Any:
     return KafkaSettings(**merged)
 
 
+def _maybe_settings(args: argparse.Namespace) -> Any:
+    """Kafka settings when a broker is configured (for ``kafka:TOPIC@FROM..TO`` inputs)."""
+    if getattr(args, "bootstrap_servers", None) or os.environ.get(
+        "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS"
+    ):
+        return _settings(args)
+    return None
+
+
 def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     defaults: dict[str, Any] = {}
@@ -126,8 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fraudstream.replay.training import train_from_files
 
     version = train_from_files(
-        transactions=Path(args.transactions),
-        labels=Path(args.labels),
+        transactions=args.transactions,
+        labels=args.labels,
+        kafka=_maybe_settings(args),
         feature_set=args.feature_set,
         registry=Path(args.registry),
         seed=args.seed,
@@ -142,7 +152,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_replay_features(args: argparse.Namespace) -> int:
     from fraudstream.replay.api import write_features
 
-    n = write_features(args.transactions, args.labels, args.feature_set, args.out)
+    n = write_features(
+        args.transactions, args.labels, args.feature_set, args.out, _maybe_settings(args)
+    )
     print(f"wrote {n} rows of {args.feature_set!r} features to {args.out}")
     return 0
 
@@ -166,8 +178,8 @@ def cmd_replay_training_set(args: argparse.Namespace) -> int:
     from fraudstream.replay.training_set import training_set
 
     table = training_set(
-        read_records(args.decisions),
-        read_records(args.labels),
+        read_records(args.decisions, _maybe_settings(args)),
+        read_records(args.labels, _maybe_settings(args)),
         as_of_ms=parse_time_ms(args.as_of),
         maturity_ms=int(args.maturity_days * 86_400_000),
     )
@@ -198,14 +210,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     registry, version = parse_model_ref(args.model)
     result = backtest(
-        read_records(args.transactions),
-        read_records(args.labels),
+        read_records(args.transactions, _maybe_settings(args)),
+        read_records(args.labels, _maybe_settings(args)),
         registry=registry,
         version=version,
         from_ms=parse_time_ms(args.from_),
         to_ms=parse_time_ms(args.to),
         k=args.k,
-        logged_decisions=read_records(args.compare_decisions) if args.compare_decisions else None,
+        logged_decisions=(
+            read_records(args.compare_decisions, _maybe_settings(args))
+            if args.compare_decisions
+            else None
+        ),
     )
     write_report(result, Path(args.report))
     m = result.metrics
@@ -320,16 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-estimators", type=int, default=200)
     p.add_argument("--train-from", help="first event time to train on (ISO or ms); default: all")
     p.add_argument("--train-to", help="end of the training window, exclusive (ISO or ms)")
+    _kafka_args(p)
     p.set_defaults(func=cmd_train, _sub=p)
 
     p = subs.add_parser("replay", help="point-in-time replays of recorded streams")
     replay = p.add_subparsers(dest="replay_command", required=True)
     p = replay.add_parser("features", help="one feature row per transaction, to Parquet")
     p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--transactions", required=True, help="JSONL(.gz) or Parquet")
-    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument(
+        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
+    )
+    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
     p.add_argument("--feature-set", default="default")
     p.add_argument("--out", required=True, help="output .parquet")
+    _kafka_args(p)
     p.set_defaults(func=cmd_replay_features, _sub=p)
     p = replay.add_parser("archive", help="export a topic time range to Parquet by day")
     p.add_argument("--config", help="TOML settings file")
@@ -342,16 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = replay.add_parser("training-set", help="decision-time features + labels known at as-of")
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--decisions", required=True, help="decision records, JSONL(.gz) or Parquet")
-    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
     p.add_argument("--as-of", required=True, help="epoch ms or ISO date/datetime (UTC)")
     p.add_argument("--maturity-days", type=float, default=30.0)
     p.add_argument("--out", required=True, help="output .parquet")
+    _kafka_args(p)
     p.set_defaults(func=cmd_replay_training_set, _sub=p)
 
     p = subs.add_parser("backtest", help="score a test period point in time; metrics + report")
     p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--transactions", required=True, help="JSONL(.gz) or Parquet")
-    p.add_argument("--labels", required=True, help="JSONL(.gz) or Parquet")
+    p.add_argument(
+        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
+    )
+    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
     p.add_argument("--model", required=True, help="REGISTRY_DIR[:VERSION]")
     p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
     p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
@@ -360,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare-decisions", help="decision log (JSONL/Parquet): compare with the champion"
     )
     p.add_argument("--report", required=True, help="output directory")
+    _kafka_args(p)
     p.set_defaults(func=cmd_backtest, _sub=p)
 
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,20 +63,21 @@ def train_from_streams(
 
 def train_from_files(
     *,
-    transactions: Path,
-    labels: Path,
+    transactions: str | Path,
+    labels: str | Path,
     feature_set: str,
     registry: Path,
     seed: int = 0,
     n_estimators: int = 200,
     train_from_ms: int | None = None,
     train_to_ms: int | None = None,
+    kafka: Any = None,
 ) -> str:
     from fraudstream.replay.api import read_records
 
     return train_from_streams(
-        list(read_records(transactions)),
-        list(read_records(labels)),
+        list(read_records(transactions, kafka)),
+        list(read_records(labels, kafka)),
         get_feature_set(feature_set),
         registry,
         seed=seed,

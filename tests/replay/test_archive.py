@@ -62,3 +62,30 @@ def test_archive_exports_the_range_by_day_and_resumes(kafka_settings, unique_top
     _send(kafka_settings, topic, [(9, T0 + 3 * DAY + 1000), (10, T0 + 9 * DAY)])
     assert main(argv) == 0  # resumes: only the new in-range record is added
     assert len(_rows(out)) == 7
+
+
+def test_replay_features_from_a_kafka_topic_equals_from_files(
+    kafka_settings, unique_topic, tmp_path
+):
+    from fraudstream.kafka import produce
+    from fraudstream.simulate import SimConfig, generate, write_jsonl
+
+    sim = generate(SimConfig(seed=17, n_customers=80, n_terminals=150, days=6))
+    tx_topic, label_topic = unique_topic("tx"), unique_topic("labels")
+    create_topics(kafka_settings, {tx_topic: 1, label_topic: 1})
+    produce(kafka_settings, tx_topic, [*sim.transactions, b"not json"])
+    produce(kafka_settings, label_topic, sim.labels)
+    write_jsonl(tmp_path / "tx.jsonl", sim.transactions)
+    write_jsonl(tmp_path / "labels.jsonl", sim.labels)
+    common = ["replay", "features", "--feature-set", "handbook"]
+    files = [
+        "--transactions",
+        str(tmp_path / "tx.jsonl"),
+        "--labels",
+        str(tmp_path / "labels.jsonl"),
+    ]
+    topics = ["--transactions", f"kafka:{tx_topic}@0..", "--labels", f"kafka:{label_topic}"]
+    assert main([*common, *files, "--out", str(tmp_path / "files.parquet")]) == 0
+    argv = [*common, *topics, "--bootstrap-servers", kafka_settings.bootstrap_servers]
+    assert main([*argv, "--out", str(tmp_path / "kafka.parquet")]) == 0
+    assert (tmp_path / "kafka.parquet").read_bytes() == (tmp_path / "files.parquet").read_bytes()
