@@ -355,6 +355,11 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
     op.output(
         "kafka_out",
         out,
-        KafkaSink(brokers, None, add_config=cfg.kafka.confluent_config(producer=True)),
+        # The decision log is the event log: every write acknowledged by all in-sync replicas.
+        KafkaSink(
+            brokers,
+            None,
+            add_config={**cfg.kafka.confluent_config(producer=True), "acks": "all"},
+        ),
     )
     return flow

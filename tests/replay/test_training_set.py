@@ -80,3 +80,14 @@ def test_cli_training_set(tmp_path, capsys):
     assert main(argv) == 0
     assert pq.read_table(out).column("label").to_pylist() == [1, 0]
     assert "2 rows (1 fraud)" in capsys.readouterr().out
+
+
+def test_training_set_frame_for_notebooks(tmp_path):
+    from fraudstream.replay import training_set_frame
+    from fraudstream.simulate import write_jsonl
+
+    write_jsonl(tmp_path / "d.jsonl", [_decision("a", 1 * DAY), _decision("b", 35 * DAY)])
+    write_jsonl(tmp_path / "l.jsonl", [_label("a", 1, 9 * DAY)])
+    df = training_set_frame(tmp_path / "d.jsonl", tmp_path / "l.jsonl", as_of_ms=40 * DAY)
+    assert df["tx_id"].tolist() == ["a"]  # "b" is younger than the 30-day maturity
+    assert df["label"].tolist() == [1]
