@@ -237,7 +237,6 @@ class _DecideLogic(StatefulBatchLogic):
                 "action": action,
                 "thresholds": thresholds,
             }
-            DECISIONS.labels(action).inc()
             if meta["ingest_ms"]:
                 LATENCY.observe(max(0.0, (now - meta["ingest_ms"]) / 1000.0))
             out.append(
@@ -245,6 +244,8 @@ class _DecideLogic(StatefulBatchLogic):
                     key=meta["tx_id"].encode(), value=orjson.dumps(record), topic=topic
                 )
             )
+        for action in set(acts):
+            DECISIONS.labels(action).inc(acts.count(action))
         return out, self.RETAIN
 
     def snapshot(self) -> dict[str, list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import orjson
+from prometheus_client import REGISTRY
 
 from fraudstream.demo import malformed_payloads
 from fraudstream.flows.run import run_flow
@@ -14,6 +15,16 @@ from fraudstream.simulate import SimConfig, generate
 from fraudstream.state.features import default_feature_set
 
 DAY_MS = 86_400_000
+
+
+def _dlq_metric(topic: str) -> float:
+    """Sum of ``fraudstream_dlq_total`` over reasons for one dead-letter topic."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "fraudstream_dlq_total" and sample.labels.get("topic") == topic:
+                total += sample.value
+    return total
 
 
 def test_every_good_event_decided_once_every_bad_one_dead_lettered(
@@ -46,6 +57,8 @@ def test_every_good_event_decided_once_every_bad_one_dead_lettered(
         batch_size=200,
     )
     run_flow(cfg, recovery_dir=tmp_path / "recovery", epoch_interval_s=0.5)
+    assert _dlq_metric(t.transactions_dlq) == len(bad)
+    assert _dlq_metric(t.labels_dlq) == 1
 
     decisions = consume(kafka_settings, t.decisions)
     ids = [orjson.loads(r.value)["tx_id"] for r in decisions]
