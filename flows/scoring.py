@@ -34,7 +34,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
 from fraudstream.kafka import KafkaSettings
-from fraudstream.metrics import DECISIONS, DLQ, EVENTS, LABELS, LATENCY, SCORE_BATCH
+from fraudstream.metrics import DECISIONS, DLQ, EVENTS, LABELS, LAST_BATCH, LATENCY, SCORE_BATCH
 from fraudstream.models.registry import ModelRegistry
 from fraudstream.models.train import actions
 from fraudstream.schema import Limits, Rejected, parse_label, parse_transaction
@@ -288,6 +288,7 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
 
     def parse_transactions(batch: list[Any]) -> list[Any]:
         now = cfg.clock_ms()
+        LAST_BATCH.set(now / 1000.0)
         EVENTS.labels(topics.transactions).inc(len(batch))
         out: list[Any] = []
         ents: dict[int, list[Any]] = defaultdict(list)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import threading
+import time
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 
 __all__ = [
     "DECISIONS",
     "DLQ",
     "EVENTS",
     "LABELS",
+    "LAST_BATCH",
     "LATENCY",
     "SCORE_BATCH",
     "serve_metrics",
@@ -30,6 +36,30 @@ SCORE_BATCH = Histogram(
 )
 
 
-def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Serve /metrics; loopback unless an address is chosen explicitly."""
-    start_http_server(port, addr=addr)
+LAST_BATCH = Gauge("fraudstream_last_batch_unixtime", "When the flow last handled an input batch")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _app(metrics_app: Any) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        return metrics_app(environ, start_response)
+
+    return app
+
+
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
+    """Serve ``/metrics`` and ``/healthz`` in a daemon thread; loopback unless told otherwise.
+
+    ``port=0`` picks a free port (``server.server_port``).
+    """
+    server = make_server(addr, port, _app(make_wsgi_app()), handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    LAST_BATCH.set(time.time())
+    return server
