@@ -6,6 +6,10 @@ Seeded workloads, bounded in events and time; network-free except ``e2e`` (loopb
 * ``replay``: in-order feature replay (the live state code, in memory), events/s per feature set.
 * ``e2e``: the sidecar on the embedded broker: throughput (1 and 2 processes), latency under a
   rate-controlled producer, and the aiokafka consume ceiling (see ``benchmarks/e2e.py``).
+* ``state``: the entity state code over RocksDB as distinct accounts grow, and a hot entity
+  (``benchmarks/state_bench.py``; ``--entities 10000,100000,1000000``, ``--hot-events``).
+* ``peer``: Quix Streams (own venv) vs the consume ceiling vs fraudstream's state path on one
+  1-hour count+sum window per account (``benchmarks/peer.py``).
 
 ``--only e2e`` (or ``scoring``, ``replay``; repeatable) runs a subset; ``--quick`` shrinks every
 workload for a smoke run. A subset run writes only its own results to latest.jsonl.
@@ -78,7 +82,7 @@ def bench_replay(out: list[dict], customers: int, days: int) -> None:
         )
 
 
-SUITES = ("scoring", "replay", "e2e")
+SUITES = ("scoring", "replay", "e2e", "state", "peer")
 
 
 def main() -> None:
@@ -87,6 +91,10 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=None, help="replay (default 30)")
     parser.add_argument("--only", action="append", choices=SUITES, help="run only these")
     parser.add_argument("--quick", action="store_true", help="small workloads (smoke run)")
+    parser.add_argument(
+        "--entities", default="10000,100000", help="state: distinct accounts, comma-separated"
+    )
+    parser.add_argument("--hot-events", type=int, default=200_000, help="state: hot-entity events")
     args = parser.parse_args()
     suites = args.only or list(SUITES)
     customers = args.customers or (500 if args.quick else 2000)
@@ -101,6 +109,20 @@ def main() -> None:
         from benchmarks.e2e import run as run_e2e
 
         run_e2e(lambda **row: _emit(out, **row), quick=args.quick)
+    if "state" in suites:
+        from benchmarks.state_bench import run as run_state
+
+        entities = tuple(int(n) for n in args.entities.split(","))
+        run_state(
+            lambda **row: _emit(out, **row),
+            entities=entities,
+            hot_events=args.hot_events,
+            quick=args.quick,
+        )
+    if "peer" in suites:
+        from benchmarks.peer import run as run_peer
+
+        run_peer(lambda **row: _emit(out, **row), quick=args.quick)
     print(f"# {len(out)} results in {time.perf_counter() - started:.0f}s", flush=True)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in out))

@@ -1,0 +1,263 @@
+"""State-layer benchmarks: the live entity state code over RocksDB, no Kafka, no Bytewax.
+
+``EntityPartition`` (the ``default`` feature set) over ``EpochStore(RocksKV(tmpdir))`` with undo
+logging, as the flow opens it; ops come from ``split_transaction`` of synthetic transactions in
+batches of 500, an epoch is committed every 2 s of wall time (the sidecar's default interval) and
+idle entities are swept once per day of event time, like the flow does.
+
+* ``state_entities``: N distinct accounts (card, terminal, device and ip derived from the account,
+  1 terminal per 10 accounts), random amounts, event times increasing over 30 days. Events/s, the
+  process RSS (current and peak) and the bytes on disk per entity (the RocksDB directory after a
+  flush, and after a full compaction).
+* ``state_hot_entity``: one terminal receiving every event (accounts random among 10k) over its
+  30-day window: events/s and the terminal's final record size (bounded by ``max_buckets``).
+
+Each case runs in a fresh subprocess (``python -m benchmarks.state_bench --case ...``) so RSS is
+that case's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from fraudstream.schema import Transaction
+from fraudstream.state.base import EpochStore
+from fraudstream.state.engine import EntityPartition, split_transaction
+from fraudstream.state.features import FeatureSet, get_feature_set
+from fraudstream.state.rocksdb import RocksKV
+
+Emit = Callable[..., None]
+
+DAY_MS = 86_400_000
+SPAN_MS = 30 * DAY_MS
+T0_MS = 1_767_225_600_000  # 2026-01-01 UTC
+BATCH = 500
+EPOCH_S = 2.0
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def dir_bytes(path: Path, suffix: str = "") -> int:
+    return sum(
+        (Path(root) / f).stat().st_size
+        for root, _, files in os.walk(path)
+        for f in files
+        if f.endswith(suffix)
+    )
+
+
+def transactions(
+    n_events: int, accounts: int, seed: int, *, hot_terminal: str | None = None
+) -> Iterator[list[Transaction]]:
+    """Batches of synthetic transactions, event times increasing over 30 days."""
+    rng = np.random.default_rng(seed)
+    terminals = max(1, accounts // 10)
+    step = SPAN_MS / n_events
+    for start in range(0, n_events, BATCH):
+        n = min(BATCH, n_events - start)
+        accts = rng.integers(0, accounts, n)
+        amounts = np.round(rng.lognormal(3.5, 1.0, n), 2)
+        batch = []
+        for j in range(n):
+            i = start + j
+            a = int(accts[j])
+            if hot_terminal is None:
+                tx = Transaction(
+                    tx_id=f"tx{i}",
+                    event_time_ms=T0_MS + int(i * step),
+                    account_id=f"a{a}",
+                    amount=float(amounts[j]),
+                    card_id=f"c{a}",
+                    terminal_id=f"t{a % terminals}",
+                    device_id=f"d{a}",
+                    ip=f"10.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}",
+                    country="FR",
+                )
+            else:
+                tx = Transaction(
+                    tx_id=f"tx{i}",
+                    event_time_ms=T0_MS + int(i * step),
+                    account_id=f"a{a}",
+                    amount=float(amounts[j]),
+                    terminal_id=hot_terminal,
+                )
+            batch.append(tx)
+        yield batch
+
+
+def _drive(
+    fs: FeatureSet, part: EntityPartition, store: EpochStore, batches: Iterator[list[Transaction]]
+) -> tuple[int, float]:
+    """Process every batch like the flow (split, process, epoch commits); return events, s."""
+    events = 0
+    busy = 0.0
+    last_commit = time.perf_counter()
+    for txs in batches:
+        t0 = time.perf_counter()
+        ops: list[tuple[Any, ...]] = []
+        for tx in txs:
+            ops.extend(split_transaction(fs, tx)[0])
+        part.process(ops)
+        now = time.perf_counter()
+        busy += now - t0
+        events += len(txs)
+        if now - last_commit >= EPOCH_S:
+            store.commit_epoch()
+            busy += time.perf_counter() - now
+            last_commit = time.perf_counter()
+    return events, busy
+
+
+def _open(path: Path) -> tuple[RocksKV, EpochStore]:
+    kv = RocksKV(path)
+    return kv, EpochStore(kv, resume_epoch=None)
+
+
+def _finish(kv: RocksKV, store: EpochStore) -> dict[str, int]:
+    """Commit, flush the memtables, measure; then compact fully and measure again."""
+    store.commit_epoch()
+    entity_keys = sum(1 for _ in store.iter_prefix(b"e\x00"))
+    kv._db.flush(True)
+    flushed = dir_bytes(kv.path)
+    kv._db.compact_range(None, None)
+    kv._db.flush(True)
+    compacted = dir_bytes(kv.path)
+    sst = dir_bytes(kv.path, ".sst")
+    return {"entity_keys": entity_keys, "flushed": flushed, "compacted": compacted, "sst": sst}
+
+
+def case_entities(accounts: int, events: int) -> dict[str, Any]:
+    fs = get_feature_set("default")
+    rss0 = rss_bytes()
+    with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
+        kv, store = _open(Path(tmp) / "db")
+        part = EntityPartition(fs, store, sweep_every_ms=DAY_MS)
+        t0 = time.perf_counter()
+        n, busy = _drive(fs, part, store, transactions(events, accounts, seed=accounts))
+        wall = time.perf_counter() - t0
+        rss = rss_bytes()
+        disk = _finish(kv, store)
+        kv.close()
+    return {
+        "benchmark": "state_entities",
+        "accounts": accounts,
+        "events": n,
+        "value": n / wall,
+        "unit": "events/s",
+        "busy_events_per_s": round(n / busy),
+        "entity_keys": disk["entity_keys"],
+        "rss_mib": round(rss / 2**20, 1),
+        "rss_growth_mib": round((rss - rss0) / 2**20, 1),
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20, 1),
+        "disk_flushed_mib": round(disk["flushed"] / 2**20, 1),
+        "disk_compacted_mib": round(disk["compacted"] / 2**20, 1),
+        "bytes_per_account_flushed": round(disk["flushed"] / accounts),
+        "bytes_per_account_compacted": round(disk["compacted"] / accounts),
+        "bytes_per_entity_compacted": round(disk["compacted"] / max(1, disk["entity_keys"])),
+        "note": "default feature set, RocksDB + undo log, batches of 500, epoch every 2 s; "
+        "entities = account, card, device, ip (1 per account) + terminal (1 per 10 accounts)",
+    }
+
+
+def case_hot(events: int) -> dict[str, Any]:
+    fs = get_feature_set("default")
+    hot = "t-hot"
+    key = b"e\x00terminal\x00" + hot.encode()
+    with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
+        kv, store = _open(Path(tmp) / "db")
+        part = EntityPartition(fs, store, sweep_every_ms=DAY_MS)
+        sizes: list[int] = []
+        t0 = time.perf_counter()
+        n = 0
+        busy = 0.0
+        # Drive in slices to sample the hot record's size along the way.
+        gen = transactions(events, 10_000, seed=7, hot_terminal=hot)
+        while True:
+            chunk = [b for _, b in zip(range(20), gen, strict=False)]
+            if not chunk:
+                break
+            k, b = _drive(fs, part, store, iter(chunk))
+            n += k
+            busy += b
+            raw = store.get_many([key])[0]
+            sizes.append(len(raw) if raw else 0)
+        wall = time.perf_counter() - t0
+        disk = _finish(kv, store)
+        kv.close()
+    return {
+        "benchmark": "state_hot_entity",
+        "events": n,
+        "value": n / wall,
+        "unit": "events/s",
+        "busy_events_per_s": round(n / busy),
+        "record_bytes": sizes[-1],
+        "max_record_bytes": max(sizes),
+        "max_buckets": fs.max_buckets,
+        "peak_rss_mib": round(peak_rss_bytes() / 2**20, 1),
+        "disk_compacted_mib": round(disk["compacted"] / 2**20, 1),
+        "note": "one terminal gets every event over 30 days (accounts random among 10k, no other "
+        "entity fields); record size sampled every 10k events",
+    }
+
+
+def _subprocess(args: list[str], timeout_s: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.state_bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"state_bench {args} failed: {proc.stderr[-2000:]}")
+    row: dict[str, Any] = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    return row
+
+
+def events_for(accounts: int) -> int:
+    """3 events per account on average, at least 50k (bounded: ~3M at 1M accounts)."""
+    return max(50_000, 3 * accounts)
+
+
+def run(emit: Emit, *, entities: tuple[int, ...], hot_events: int, quick: bool) -> None:
+    if quick:
+        entities, hot_events = (10_000,), 20_000
+    for n in entities:
+        emit(**_subprocess(["--case", "entities", "--n", str(n)], timeout_s=3600))
+    emit(**_subprocess(["--case", "hot", "--n", str(hot_events)], timeout_s=3600))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one state benchmark case (prints a JSON row)")
+    parser.add_argument("--case", choices=("entities", "hot"), required=True)
+    parser.add_argument("--n", type=int, required=True, help="accounts, or hot-entity events")
+    args = parser.parse_args()
+    if args.case == "entities":
+        row = case_entities(args.n, events_for(args.n))
+    else:
+        row = case_hot(args.n)
+    print(orjson.dumps(row).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
