@@ -256,5 +256,5 @@ def run(emit: Emit, *, quick: bool) -> None:
     else:
         bench_throughput(emit, customers=2000, days=10, processes=(1, 2), run_timeout_s=420)
         bench_latency(
-            emit, customers=2000, rates=(1000, 2000, 5000), seconds=12, drain_timeout_s=240
+            emit, customers=2000, rates=(1000, 2000, 5000, 10000), seconds=12, drain_timeout_s=300
         )

@@ -75,12 +75,13 @@ def replay_features(
     li = 0
     tx_ids: list[str] = []
     times: list[int] = []
-    rows: list[list[float]] = []
+    chunks: list[np.ndarray] = []  # float64 per micro-batch: 8 bytes a value, not a float object
     rejected = 0
     pending: list[Transaction] = []
 
     def flush() -> None:
-        rows.extend(engine.on_transactions(pending))
+        if pending:
+            chunks.append(np.asarray(engine.on_transactions(pending), dtype=np.float64))
         pending.clear()
 
     for raw in tqdm(transactions, unit="tx", disable=not progress, mininterval=0.5, leave=False):
@@ -99,5 +100,6 @@ def replay_features(
         if len(pending) >= batch_size:
             flush()
     flush()
-    X = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(fs.feature_names))
+    width = len(fs.feature_names)
+    X = np.concatenate(chunks) if chunks else np.empty((0, width), dtype=np.float64)
     return ReplayResult(tx_ids, np.asarray(times, dtype=np.int64), X, rejected)
