@@ -67,6 +67,31 @@ def _save_checkpoint(path: Path, state: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
+async def _seek_range(
+    consumer: AIOKafkaConsumer,
+    topic: str,
+    ends: dict[int, int],
+    from_ms: int,
+    floors: dict[int, int],
+) -> dict[TopicPartition, int]:
+    """Assign every partition and seek to ``from_ms`` (or a checkpoint floor, if later).
+
+    Returns the partitions with something left to read, with their start offsets.
+    """
+    tps = [TopicPartition(topic, p) for p in sorted(ends)]
+    consumer.assign(tps)
+    hints = await consumer.offsets_for_times({tp: from_ms for tp in tps})
+    pending = {}
+    for tp in tps:
+        hint = hints.get(tp)
+        start = hint.offset if hint is not None else ends[tp.partition]
+        start = max(start, floors.get(tp.partition, 0))
+        if start < ends[tp.partition]:
+            consumer.seek(tp, start)
+            pending[tp] = start
+    return pending
+
+
 async def _archive(settings: KafkaSettings, topic: str, from_ms: int, to_ms: int, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "_checkpoint.json"
@@ -76,17 +101,8 @@ async def _archive(settings: KafkaSettings, topic: str, from_ms: int, to_ms: int
     await consumer.start()
     written = 0
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(ends)]
-        consumer.assign(tps)
-        hints = await consumer.offsets_for_times({tp: from_ms for tp in tps})
-        pending = {}
-        for tp in tps:
-            hint = hints.get(tp)
-            start = hint.offset if hint is not None else ends[tp.partition]
-            start = max(start, checkpoint.get(str(tp.partition), 0))
-            if start < ends[tp.partition]:
-                consumer.seek(tp, start)
-                pending[tp] = start
+        floors = {int(p): offset for p, offset in checkpoint.items()}
+        pending = await _seek_range(consumer, topic, ends, from_ms, floors)
         buffers: dict[int, list[tuple[Any, ...]]] = defaultdict(list)
 
         def flush(partition: int, next_offset: int) -> None:
@@ -124,16 +140,7 @@ async def _read_range(
     await consumer.start()
     per_partition: dict[int, list[tuple[int, int, int, bytes | None]]] = defaultdict(list)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(ends)]
-        consumer.assign(tps)
-        hints = await consumer.offsets_for_times({tp: from_ms for tp in tps})
-        pending = {}
-        for tp in tps:
-            hint = hints.get(tp)
-            start = hint.offset if hint is not None else ends[tp.partition]
-            if start < ends[tp.partition]:
-                consumer.seek(tp, start)
-                pending[tp] = start
+        pending = await _seek_range(consumer, topic, ends, from_ms, {})
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
             for tp, messages in batches.items():
