@@ -83,9 +83,6 @@ class Transaction:
         value: str | None = getattr(self, field)
         return value
 
-    def to_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
 
 @dataclass(frozen=True, slots=True)
 class Label:

@@ -32,7 +32,6 @@ _UNDO = b"\xff\xffundo:"
 _SEQ = struct.Struct(">Q")
 _ABSENT = b"\x01"
 _PRESENT = b"\x00"
-RESERVED_PREFIX = b"\xff\xff"
 
 
 class KVStore(Protocol):

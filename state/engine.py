@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -205,7 +205,6 @@ class PartitionStats:
     labels_unmatched: int = 0
     labels_noop: int = 0
     expired: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class EntityPartition:
