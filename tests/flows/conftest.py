@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from fraudstream.flows.scoring import Topics
+from fraudstream.flows.scoring import FlowConfig, Topics
 from fraudstream.kafka import create_topics
 from fraudstream.replay.training import train_from_streams
 from fraudstream.simulate import SimConfig, generate
@@ -41,5 +43,51 @@ def topics(kafka_settings, unique_topic):
             },
         )
         return t
+
+    return make
+
+
+DAY_MS = 86_400_000
+
+
+def recent_stream(*, seed: int, customers: int, days: int, days_ago: int):
+    """A simulated stream that ends in the recent past (inside the schema's time bounds)."""
+    now = int(time.time() * 1000)
+    return generate(
+        SimConfig(
+            seed=seed,
+            n_customers=customers,
+            n_terminals=2 * customers,
+            days=days,
+            start_ms=now - days_ago * DAY_MS,
+        )
+    )
+
+
+def labels_after_stream(sim) -> list[dict]:
+    """The stream's labels, each issued no earlier than just after its last transaction.
+
+    The live flow cannot order two topics against each other; labels that no feature can see yet
+    make runs comparable whatever the arrival order.
+    """
+    end = max(tx["event_time_ms"] for tx in sim.transactions)
+    return [{**lab, "label_time_ms": max(lab["label_time_ms"], end + 1)} for lab in sim.labels]
+
+
+@pytest.fixture
+def flow_config(kafka_settings, registry):
+    """``make(topics, state_dir, batch_size)``: a bounded (no tail) flow with 4 state partitions."""
+
+    def make(topics: Topics, state_dir, batch_size: int) -> FlowConfig:
+        return FlowConfig(
+            kafka=kafka_settings,
+            feature_set=default_feature_set(),
+            model_registry=registry,
+            state_dir=state_dir,
+            topics=topics,
+            partitions=4,
+            tail=False,
+            batch_size=batch_size,
+        )
 
     return make

@@ -10,18 +10,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
 
 from fraudstream.flows.run import run_flow
-from fraudstream.flows.scoring import FlowConfig
 from fraudstream.kafka import consume, create_topics, produce
-from fraudstream.simulate import SimConfig, generate
-from fraudstream.state.features import default_feature_set
 from fraudstream.state.history import decode
 from fraudstream.state.rocksdb import RocksKV
+from tests.flows.conftest import labels_after_stream, recent_stream
 
 DAY_MS = 86_400_000
 CRASH_SCRIPT = Path(__file__).with_name("crash_run.py")
@@ -50,14 +47,12 @@ def _decisions(settings, topic: str) -> dict[str, tuple]:
     return out
 
 
-def test_crash_and_resume_equals_uninterrupted_run(kafka_settings, topics, registry, tmp_path):
+def test_crash_and_resume_equals_uninterrupted_run(
+    kafka_settings, topics, registry, flow_config, tmp_path
+):
     t = topics(tx_partitions=1)
-    now = int(time.time() * 1000)
-    sim = generate(
-        SimConfig(seed=5, n_customers=150, n_terminals=300, days=4, start_ms=now - 30 * DAY_MS)
-    )
-    end = max(tx["event_time_ms"] for tx in sim.transactions)
-    labels = [{**lab, "label_time_ms": max(lab["label_time_ms"], end + 1)} for lab in sim.labels]
+    sim = recent_stream(seed=5, customers=150, days=4, days_ago=30)
+    labels = labels_after_stream(sim)
     produce(kafka_settings, t.transactions, sim.transactions, key=lambda r: r["account_id"])
     produce(kafka_settings, t.labels, labels, key=lambda r: r["tx_id"])
     batch_size = 100
@@ -67,16 +62,7 @@ def test_crash_and_resume_equals_uninterrupted_run(kafka_settings, topics, regis
     ref_decisions = t.decisions + ".ref"
     create_topics(kafka_settings, {ref_decisions: 1})
     ref_topics = dataclasses.replace(t, decisions=ref_decisions)
-    ref = FlowConfig(
-        kafka=kafka_settings,
-        feature_set=default_feature_set(),
-        model_registry=registry,
-        state_dir=tmp_path / "ref-state",
-        topics=ref_topics,
-        partitions=4,
-        tail=False,
-        batch_size=batch_size,
-    )
+    ref = flow_config(ref_topics, tmp_path / "ref-state", batch_size=batch_size)
     run_flow(ref, recovery_dir=tmp_path / "ref-recovery", epoch_interval_s=0.0)
 
     # Crashing run: dies abruptly after 3 input batches, mid-stream.

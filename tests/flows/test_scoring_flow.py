@@ -9,10 +9,8 @@ from prometheus_client import REGISTRY
 
 from fraudstream.demo import malformed_payloads
 from fraudstream.flows.run import run_flow
-from fraudstream.flows.scoring import FlowConfig
 from fraudstream.kafka import consume, produce
-from fraudstream.simulate import SimConfig, generate
-from fraudstream.state.features import default_feature_set
+from tests.flows.conftest import recent_stream
 
 DAY_MS = 86_400_000
 
@@ -28,14 +26,11 @@ def _dlq_metric(topic: str) -> float:
 
 
 def test_every_good_event_decided_once_every_bad_one_dead_lettered(
-    kafka_settings, topics, registry, tmp_path
+    kafka_settings, topics, flow_config, tmp_path
 ):
     t = topics(tx_partitions=3)
-    now = int(time.time() * 1000)
-    sim = generate(
-        SimConfig(seed=11, n_customers=200, n_terminals=400, days=3, start_ms=now - 20 * DAY_MS)
-    )
-    bad = malformed_payloads(now)
+    sim = recent_stream(seed=11, customers=200, days=3, days_ago=20)
+    bad = malformed_payloads(int(time.time() * 1000))
     records = list(sim.transactions)
     for i, payload in enumerate(bad):
         records.insert(i * 37, payload)
@@ -46,16 +41,7 @@ def test_every_good_event_decided_once_every_bad_one_dead_lettered(
         key=lambda r: r["account_id"] if isinstance(r, dict) else None,
     )
     produce(kafka_settings, t.labels, [*sim.labels[:50], b"not a label"])
-    cfg = FlowConfig(
-        kafka=kafka_settings,
-        feature_set=default_feature_set(),
-        model_registry=registry,
-        state_dir=tmp_path / "state",
-        topics=t,
-        partitions=4,
-        tail=False,
-        batch_size=200,
-    )
+    cfg = flow_config(t, tmp_path / "state", batch_size=200)
     run_flow(cfg, recovery_dir=tmp_path / "recovery", epoch_interval_s=0.5)
     assert _dlq_metric(t.transactions_dlq) == len(bad)
     assert _dlq_metric(t.labels_dlq) == 1
