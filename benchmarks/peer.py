@@ -135,6 +135,7 @@ def bench_state_path(emit: Emit, txs: list[Transaction], ceiling: float) -> None
                 ops.extend(split_transaction(fs, tx)[0])
             part.process(ops)
             if time.perf_counter() - last_commit >= 2.0:
+                part.flush()
                 store.commit_epoch()
                 last_commit = time.perf_counter()
         dt = time.perf_counter() - t0

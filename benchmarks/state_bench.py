@@ -122,6 +122,7 @@ def _drive(
         busy += now - t0
         events += len(txs)
         if now - last_commit >= EPOCH_S:
+            part.flush()
             store.commit_epoch()
             busy += time.perf_counter() - now
             last_commit = time.perf_counter()
@@ -156,6 +157,7 @@ def case_entities(accounts: int, events: int) -> dict[str, Any]:
         n, busy = _drive(fs, part, store, transactions(events, accounts, seed=accounts))
         wall = time.perf_counter() - t0
         rss = rss_bytes()
+        part.flush()
         disk = _finish(kv, store)
         kv.close()
     return {
@@ -199,9 +201,11 @@ def case_hot(events: int) -> dict[str, Any]:
             k, b = _drive(fs, part, store, iter(chunk))
             n += k
             busy += b
+            part.flush()
             raw = store.get_many([key])[0]
             sizes.append(len(raw) if raw else 0)
         wall = time.perf_counter() - t0
+        part.flush()
         disk = _finish(kv, store)
         kv.close()
     return {

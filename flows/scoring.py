@@ -40,6 +40,8 @@ from fraudstream.models.train import actions
 from fraudstream.schema import Limits, Rejected, parse_label, parse_transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.engine import (
+    ENTITY_FORMAT,
+    INDEX_FORMAT,
     OP_LABEL,
     EntityPartition,
     IndexPartition,
@@ -123,6 +125,7 @@ class _PartitionLogic(StatefulBatchLogic):
     """A state partition: its RocksDB store opened lazily (the builder is not told its key)."""
 
     family = ""
+    format_tag = b""
 
     def __init__(self, cfg: FlowConfig, resume: int | None) -> None:
         self.cfg = cfg
@@ -131,7 +134,12 @@ class _PartitionLogic(StatefulBatchLogic):
 
     def _open(self, pid: int) -> EpochStore:
         kv = _open_kv(self.cfg.state_dir / self.family / f"p{pid:04d}")
-        return EpochStore(kv, resume_epoch=self.resume, keep_epochs=self.cfg.keep_epochs)
+        return EpochStore(
+            kv,
+            resume_epoch=self.resume,
+            keep_epochs=self.cfg.keep_epochs,
+            format_tag=self.format_tag,
+        )
 
     def snapshot(self) -> int | None:
         return self.resume if self.store is None else self.store.commit_epoch()
@@ -141,7 +149,18 @@ class _EntityLogic(_PartitionLogic):
     """Entity state partition: features for transaction ops, fraud ops applied."""
 
     family = "entities"
+    format_tag = ENTITY_FORMAT
     part: EntityPartition
+
+    def snapshot(self) -> int | None:
+        if self.store is not None:
+            self.part.flush()  # the store must hold this epoch's state before it is committed
+        return super().snapshot()
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        if self.store is not None:
+            self.part.flush()
+        return [], self.RETAIN
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         if self.store is None:
@@ -159,6 +178,7 @@ class _IndexLogic(_PartitionLogic):
     """Transaction index partition: turns late labels into fraud ops for entity partitions."""
 
     family = "txindex"
+    format_tag = INDEX_FORMAT
     part: IndexPartition
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:

@@ -29,6 +29,8 @@ __all__ = [
     "Transaction",
     "parse_label",
     "parse_transaction",
+    "validate_label",
+    "validate_transaction",
 ]
 
 OPTIONAL_FIELDS = (
@@ -136,6 +138,13 @@ def parse_transaction(raw: bytes | None, *, now_ms: int, limits: Limits) -> Tran
     obj = _loads(raw, limits)
     if isinstance(obj, Rejected):
         return obj
+    return validate_transaction(obj, now_ms=now_ms, limits=limits)
+
+
+def validate_transaction(
+    obj: dict[str, object], *, now_ms: int, limits: Limits
+) -> Transaction | Rejected:
+    """Validate an already decoded JSON object (replays of JSONL, Parquet or Kafka records)."""
     version = obj.get("schema_version", 1)
     if version != 1 or not _is_int(version):
         return Rejected("unsupported_schema_version", repr(version)[:40])
@@ -184,6 +193,11 @@ def parse_label(raw: bytes | None, *, limits: Limits) -> Label | Rejected:
     obj = _loads(raw, limits)
     if isinstance(obj, Rejected):
         return obj
+    return validate_label(obj)
+
+
+def validate_label(obj: dict[str, object]) -> Label | Rejected:
+    """Validate an already decoded JSON label object."""
     tx_id = _id(obj, "tx_id")
     if isinstance(tx_id, Rejected):
         return tx_id

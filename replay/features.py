@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from fraudstream.schema import Label, Limits, Transaction, parse_label, parse_transaction
+from fraudstream.schema import Label, Limits, Transaction, validate_label, validate_transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.engine import InOrderEngine
 from fraudstream.state.features import FeatureSet
@@ -38,17 +38,16 @@ def _lenient_limits() -> Limits:
     return Limits(max_past_ms=2**62, max_future_ms=2**62)
 
 
-def to_transaction(record: dict, limits: Limits | None = None) -> Transaction | None:
-    import orjson
+_LENIENT = _lenient_limits()
 
-    parsed = parse_transaction(orjson.dumps(record), now_ms=0, limits=limits or _lenient_limits())
+
+def to_transaction(record: dict, limits: Limits | None = None) -> Transaction | None:
+    parsed = validate_transaction(record, now_ms=0, limits=limits or _LENIENT)
     return parsed if isinstance(parsed, Transaction) else None
 
 
 def to_label(record: dict) -> Label | None:
-    import orjson
-
-    parsed = parse_label(orjson.dumps(record), limits=_lenient_limits())
+    parsed = validate_label(record)
     return parsed if isinstance(parsed, Label) else None
 
 

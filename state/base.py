@@ -28,6 +28,7 @@ __all__ = ["EpochStore", "KVStore"]
 
 _META_SNAPSHOT = b"\xff\xffmeta:snapshot"
 _META_TRIMMED = b"\xff\xffmeta:trimmed"
+_META_FORMAT = b"\xff\xffmeta:format"
 _UNDO = b"\xff\xffundo:"
 _SEQ = struct.Struct(">Q")
 _ABSENT = b"\x01"
@@ -71,8 +72,13 @@ class EpochStore:
         resume_epoch: int | None,
         keep_epochs: int = 8,
         log_undo: bool = True,
+        format_tag: bytes = b"",
     ) -> None:
-        """``log_undo=False`` is for stores that are never resumed (replays, tests)."""
+        """``log_undo=False`` is for stores that are never resumed (replays, tests).
+
+        ``format_tag`` names the encoding of the values; a resume refuses a store written with
+        another one (after an upgrade that changed it, start fresh or migrate).
+        """
         if keep_epochs < 2:
             raise ValueError("keep_epochs must be >= 2")
         self.kv = kv
@@ -82,9 +88,16 @@ class EpochStore:
         if resume_epoch is None:
             # No snapshot: whatever is on disk is from a run the engine does not remember.
             kv.clear()
+            kv.write([(_META_FORMAT, format_tag)])
             self.epoch = 1
             self._trimmed = 0
         else:
+            (found,) = kv.get_many([_META_FORMAT])
+            if found is not None and found != format_tag:
+                raise RecoveryError(
+                    f"state store format {found!r} differs from this version's {format_tag!r}: "
+                    "start with fresh state and recovery directories (or migrate the state)"
+                )
             self._rollback(resume_epoch)
             self.epoch = resume_epoch + 1
 
@@ -117,6 +130,13 @@ class EpochStore:
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         return self.kv.get_many(keys)
+
+    def unlogged(self, keys: list[bytes]) -> list[bytes]:
+        """The keys whose previous value :meth:`write` still needs in this epoch."""
+        if not self.log_undo:
+            return []
+        logged = self._logged
+        return [k for k in keys if k not in logged]
 
     def write(self, updates: dict[bytes, bytes | None], before: dict[bytes, bytes | None]) -> None:
         """Write ``updates`` atomically; ``before`` holds each updated key's current value."""

@@ -28,9 +28,12 @@ from bisect import bisect_right
 
 import orjson
 
-__all__ = ["History", "decode", "encode"]
+__all__ = ["HISTORY_FORMAT", "History", "decode", "encode"]
 
-_HDR = struct.Struct("<qqII")  # newest event ms, newest bucket time, n buckets, n fraud entries
+# format, newest event ms, newest bucket time, n buckets, n fraud entries
+_HDR = struct.Struct("<IqqII")
+HISTORY_FORMAT = 2  # 1: per-bucket sums; 2: double-double prefix sums
+_CUMS = ("cc", "cs", "cs_lo", "cq", "cq_lo")
 # (age, granularity) in seconds, increasingly aggressive; the last step alone fits any horizon.
 _TIER_SPECS_S = (
     (7 * 86400, 86400),
@@ -46,10 +49,21 @@ _TIER_SPECS_S = (
 
 
 class History:
-    """Mutable, decoded state of one entity. Times are integers in resolution units."""
+    """Mutable, decoded state of one entity. Times are integers in resolution units.
+
+    Buckets are kept as prefix sums: ``cc[k]``, ``cs[k]`` and ``cq[k]`` are the count, sum and sum
+    of squares of every bucket before ``k`` (plus whatever was pruned), so a window is two
+    bisections and a subtraction, whatever its length. Sums are double-double (``cs + cs_lo``,
+    error-free additions), so a window's difference is as precise as summing its own buckets,
+    however large the prefix before it. ``maxs`` is per bucket (max is rare).
+    """
 
     __slots__ = (
-        "counts",
+        "cc",
+        "cq",
+        "cq_lo",
+        "cs",
+        "cs_lo",
         "f_delta",
         "f_label_ms",
         "f_time",
@@ -57,8 +71,6 @@ class History:
         "max_t",
         "maxs",
         "seen",
-        "sums",
-        "sumsqs",
         "times",
     )
 
@@ -66,9 +78,11 @@ class History:
         self.last_ms = -1
         self.max_t = -(2**62)
         self.times: array[int] = array("q")
-        self.counts: array[float] = array("d")
-        self.sums: array[float] = array("d")
-        self.sumsqs: array[float] = array("d")
+        self.cc: array[float] = array("d", (0.0,))
+        self.cs: array[float] = array("d", (0.0,))
+        self.cq: array[float] = array("d", (0.0,))
+        self.cs_lo: array[float] = array("d", (0.0,))
+        self.cq_lo: array[float] = array("d", (0.0,))
         self.maxs: array[float] = array("d")
         self.f_time: array[int] = array("q")
         self.f_label_ms: array[int] = array("q")
@@ -78,33 +92,43 @@ class History:
     # ----------------------------------------------------------------------------- mutation
     def add(self, t: int, amount: float) -> None:
         """Add one event at time ``t`` (resolution units)."""
-        times = self.times
+        times, cc = self.times, self.cc
+        a2 = amount * amount
         n = len(times)
-        if n and times[-1] == t:
-            i = n - 1
-        elif not n or times[-1] < t:
+        if not n or times[-1] < t:  # the common case: a new newest bucket
             times.append(t)
-            self.counts.append(0.0)
-            self.sums.append(0.0)
-            self.sumsqs.append(0.0)
-            self.maxs.append(-math.inf)
-            i = n
-        else:
+            cc.append(cc[-1] + 1.0)
+            hi, lo = _two_sum(self.cs[-1], amount)
+            self.cs.append(hi)
+            self.cs_lo.append(self.cs_lo[-1] + lo)
+            hi, lo = _two_sum(self.cq[-1], a2)
+            self.cq.append(hi)
+            self.cq_lo.append(self.cq_lo[-1] + lo)
+            self.maxs.append(amount)
+            if t > self.max_t:
+                self.max_t = t
+            return
+        if times[-1] == t:
+            i = n - 1
+        else:  # out of order: an inner bucket, then every later prefix sum shifts
             i = bisect_right(times, t) - 1
             if i < 0 or times[i] != t:
                 i += 1
                 times.insert(i, t)
-                self.counts.insert(i, 0.0)
-                self.sums.insert(i, 0.0)
-                self.sumsqs.insert(i, 0.0)
                 self.maxs.insert(i, -math.inf)
-        self.counts[i] += 1.0
-        self.sums[i] += amount
-        self.sumsqs[i] += amount * amount
+                for cum in (cc, self.cs, self.cs_lo, self.cq, self.cq_lo):
+                    cum.insert(i + 1, cum[i])
         if amount > self.maxs[i]:
             self.maxs[i] = amount
-        if t > self.max_t:
-            self.max_t = t
+        cs, cs_lo, cq, cq_lo = self.cs, self.cs_lo, self.cq, self.cq_lo
+        for k in range(i + 1, len(cc)):
+            cc[k] += 1.0
+            hi, lo = _two_sum(cs[k], amount)
+            cs[k] = hi
+            cs_lo[k] += lo
+            hi, lo = _two_sum(cq[k], a2)
+            cq[k] = hi
+            cq_lo[k] += lo
 
     def add_fraud(self, t: int, label_ms: int, delta: int) -> None:
         """Record a fraud-label change (+1 or -1) for a transaction of this entity at ``t``."""
@@ -118,10 +142,10 @@ class History:
         if times and times[0] <= cutoff:
             k = bisect_right(times, cutoff)
             del times[:k]
-            del self.counts[:k]
-            del self.sums[:k]
-            del self.sumsqs[:k]
             del self.maxs[:k]
+            # the prefix sums at k (everything pruned) become the base
+            for cum in (self.cc, self.cs, self.cs_lo, self.cq, self.cq_lo):
+                del cum[:k]
         if self.f_time and min(self.f_time) <= cutoff:
             keep = [i for i, ft in enumerate(self.f_time) if ft > cutoff]
             self.f_time = array("q", (self.f_time[i] for i in keep))
@@ -143,43 +167,35 @@ class History:
             self._merge_older_than(self.max_t - age, gran)
 
     def _merge_older_than(self, boundary: int, gran: int) -> None:
-        times, counts, sums, sumsqs, maxs = (
-            self.times,
-            self.counts,
-            self.sums,
-            self.sumsqs,
-            self.maxs,
-        )
+        """Merge buckets at or before ``boundary`` that share a ``gran``-aligned slot.
+
+        With prefix sums a merge only drops entries: a group keeps its newest bucket's time and
+        the prefix sums after its newest bucket.
+        """
+        times, maxs = self.times, self.maxs
         k = bisect_right(times, boundary)
         if k < 2:
             return
-        nt: array[int] = array("q")
-        nc: array[float] = array("d")
-        ns: array[float] = array("d")
-        nq: array[float] = array("d")
-        nm: array[float] = array("d")
+        keep: list[int] = []  # index of the newest bucket of each group
+        nm: list[float] = []
         group = None
         for i in range(k):
             g = times[i] // gran
             if g == group:
-                nt[-1] = times[i]
-                nc[-1] += counts[i]
-                ns[-1] += sums[i]
-                nq[-1] += sumsqs[i]
+                keep[-1] = i
                 if maxs[i] > nm[-1]:
                     nm[-1] = maxs[i]
             else:
                 group = g
-                nt.append(times[i])
-                nc.append(counts[i])
-                ns.append(sums[i])
-                nq.append(sumsqs[i])
+                keep.append(i)
                 nm.append(maxs[i])
-        self.times = nt + times[k:]
-        self.counts = nc + counts[k:]
-        self.sums = ns + sums[k:]
-        self.sumsqs = nq + sumsqs[k:]
-        self.maxs = nm + maxs[k:]
+        self.times = array("q", [times[i] for i in keep]) + times[k:]
+        self.maxs = array("d", nm) + maxs[k:]
+        for name in _CUMS:
+            cum = getattr(self, name)
+            merged = array("d", [cum[0]])
+            merged.extend([cum[i + 1] for i in keep])
+            setattr(self, name, merged + cum[k + 1 :])
 
     def observe(self, field: str, value: str, t_ms: int, max_values: int) -> bool:
         """Remember ``value`` of ``field``; return True when it was not seen before."""
@@ -195,32 +211,35 @@ class History:
         return is_new
 
     # ----------------------------------------------------------------------------- queries
-    def windows(self, hi: int, los: list[int]) -> list[tuple[float, float, float, float]]:
-        """Aggregate buckets in ``(lo, hi]`` for each ``lo`` (``los`` must be decreasing).
-
-        Returns ``(count, sum, sumsq, max)`` per window; max is ``-inf`` on an empty window.
-        """
-        times, counts, sums, sumsqs, maxs = (
+    def windows(self, hi: int, los: list[int]) -> list[tuple[float, float, float]]:
+        """``(count, sum, sumsq)`` of the buckets in ``(lo, hi]`` for each ``lo``."""
+        times, cc, cs, cs_lo, cq, cq_lo = (
             self.times,
-            self.counts,
-            self.sums,
-            self.sumsqs,
-            self.maxs,
+            self.cc,
+            self.cs,
+            self.cs_lo,
+            self.cq,
+            self.cq_lo,
         )
-        i = bisect_right(times, hi) - 1
-        c = s = q = 0.0
-        m = -math.inf
+        j = bisect_right(times, hi)
+        c, s, sl, q, ql = cc[j], cs[j], cs_lo[j], cq[j], cq_lo[j]
         out = []
         for lo in los:
-            while i >= 0 and times[i] > lo:
-                c += counts[i]
-                s += sums[i]
-                q += sumsqs[i]
-                if maxs[i] > m:
-                    m = maxs[i]
-                i -= 1
-            out.append((c, s, q, m))
+            i = bisect_right(times, lo, 0, j)
+            if i == j:
+                out.append((0.0, 0.0, 0.0))
+            else:
+                out.append(
+                    (c - cc[i], (s - cs[i]) + (sl - cs_lo[i]), (q - cq[i]) + (ql - cq_lo[i]))
+                )
         return out
+
+    def window_max(self, lo: int, hi: int) -> float:
+        """Largest amount in ``(lo, hi]``; ``-inf`` when the window is empty."""
+        times = self.times
+        j = bisect_right(times, hi)
+        i = bisect_right(times, lo, 0, j)
+        return max(self.maxs[i:j]) if i < j else -math.inf
 
     def fraud_count(self, lo: int, hi: int, known_at_ms: int) -> float:
         """Net fraud labels for transactions in ``(lo, hi]`` known by ``known_at_ms``."""
@@ -236,13 +255,22 @@ class History:
         return self.times[i] if i >= 0 else None
 
 
+def _two_sum(a: float, b: float) -> tuple[float, float]:
+    """``a + b`` rounded, and the exact rounding error (Knuth's TwoSum)."""
+    s = a + b
+    bp = s - a
+    return s, (a - (s - bp)) + (b - bp)
+
+
 def encode(h: History) -> bytes:
     parts = [
-        _HDR.pack(h.last_ms, h.max_t, len(h.times), len(h.f_time)),
+        _HDR.pack(HISTORY_FORMAT, h.last_ms, h.max_t, len(h.times), len(h.f_time)),
         h.times.tobytes(),
-        h.counts.tobytes(),
-        h.sums.tobytes(),
-        h.sumsqs.tobytes(),
+        h.cc.tobytes(),
+        h.cs.tobytes(),
+        h.cs_lo.tobytes(),
+        h.cq.tobytes(),
+        h.cq_lo.tobytes(),
         h.maxs.tobytes(),
     ]
     if h.f_time:
@@ -254,35 +282,38 @@ def encode(h: History) -> bytes:
 
 def decode(raw: bytes) -> History:
     h = History.__new__(History)
-    h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
+    fmt, h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
+    if fmt != HISTORY_FORMAT:
+        raise ValueError(f"entity record format {fmt}, expected {HISTORY_FORMAT}")
     buf = memoryview(raw)
     off = _HDR.size
-    step = 8 * n
-    h.times = array("q")
-    h.times.frombytes(buf[off : off + step])
-    off += step
-    floats = []
-    for _ in range(4):
+    end = off + 8 * n
+    h.times = times = array("q")
+    times.frombytes(buf[off:end])
+    cums = []
+    for _ in range(5):
+        off, end = end, end + 8 * (n + 1)
         a = array("d")
-        a.frombytes(buf[off : off + step])
-        floats.append(a)
-        off += step
-    h.counts, h.sums, h.sumsqs, h.maxs = floats
+        a.frombytes(buf[off:end])
+        cums.append(a)
+    h.cc, h.cs, h.cs_lo, h.cq, h.cq_lo = cums
+    off, end = end, end + 8 * n
+    h.maxs = maxs = array("d")
+    maxs.frombytes(buf[off:end])
     if nf:
-        step = 8 * nf
         ints = []
         for _ in range(3):
+            off, end = end, end + 8 * nf
             b = array("q")
-            b.frombytes(buf[off : off + step])
+            b.frombytes(buf[off:end])
             ints.append(b)
-            off += step
         h.f_time, h.f_label_ms, h.f_delta = ints
     else:
         h.f_time, h.f_label_ms, h.f_delta = array("q"), array("q"), array("q")
-    h.seen = orjson.loads(buf[off:]) if off < len(raw) else {}
+    h.seen = orjson.loads(buf[end:]) if end < len(raw) else {}
     return h
 
 
 def newest_event_ms(raw: bytes) -> int:
     """The entity's newest event time without decoding the whole record (for expiry sweeps)."""
-    return int(_HDR.unpack_from(raw)[0])
+    return int(_HDR.unpack_from(raw)[1])

@@ -51,6 +51,7 @@ def test_hot_entity_is_bounded_and_never_undercounts_beyond_one_bucket():
             assert exact <= got <= exact + slack, (i, w.name)
             coarse_errors += got != exact
         seen.append(ts)
+    engine.flush()
     raw = next(v for k, v in kv.data.items() if k.startswith(b"e\x00"))
     assert len(decode(raw).times) <= FS.max_buckets
     assert len(raw) < 4096

@@ -55,6 +55,18 @@ def test_resume_older_than_retained_history_is_refused(kv_factory):
         EpochStore(kv_factory("b"), resume_epoch=1, keep_epochs=2)
 
 
+def test_resume_with_another_value_format_is_refused(kv_factory):
+    kv = kv_factory("c")
+    store = EpochStore(kv, resume_epoch=None, format_tag=b"entities/history-1")
+    _write(store, {b"k": b"v"})
+    snap = store.commit_epoch()
+    kv.close()
+    kv = kv_factory("c")
+    with pytest.raises(RecoveryError, match="format"):
+        EpochStore(kv, resume_epoch=snap, format_tag=b"entities/history-2")
+    EpochStore(kv, resume_epoch=snap, format_tag=b"entities/history-1")
+
+
 def test_resume_without_state_is_refused():
     with pytest.raises(RecoveryError, match="no snapshot"):
         EpochStore(MemoryKV(), resume_epoch=3)
