@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,55 +154,85 @@ class _Kernel:
         self.delayed_outputs = p.delayed_outputs
 
     def features(self, h: History, t: int, t_ms: int, amount: float) -> list[float]:
+        # Window sums are prefix-sum differences (see History); inlined: this runs per op.
+        times, cc, cs, cs_lo = h.times, h.cc, h.cs, h.cs_lo
+        j = bisect_right(times, t)
         out: list[float] = []
         if self.wins:
-            stats = h.windows(t, [t - w for w in self.wins])
-            cur = self.include_current
-            a2 = amount * amount
+            c_hi, s_hi, sl_hi = cc[j], cs[j], cs_lo[j]
             if self.simple:  # count and sum only: the common case
-                for c, s, _ in stats:
-                    if cur:
-                        out.append(c + 1.0)
-                        out.append(s + amount)
-                    else:
-                        out.append(c)
-                        out.append(s)
+                if self.include_current:
+                    for w in self.wins:
+                        i = bisect_right(times, t - w, 0, j)
+                        if i == j:
+                            out += (1.0, amount)
+                        else:
+                            s = (s_hi - cs[i]) + (sl_hi - cs_lo[i])
+                            out += (c_hi - cc[i] + 1.0, s + amount)
+                else:
+                    for w in self.wins:
+                        i = bisect_right(times, t - w, 0, j)
+                        if i == j:
+                            out += (0.0, 0.0)
+                        else:
+                            out += (c_hi - cc[i], (s_hi - cs[i]) + (sl_hi - cs_lo[i]))
             else:
-                aggs = self.aggs
-                for (c, s, q), w in zip(stats, self.wins, strict=True):
-                    if cur:
-                        c += 1.0
-                        s += amount
-                        q += a2
-                    for agg in aggs:
-                        if agg == "count":
-                            out.append(c)
-                        elif agg == "sum":
-                            out.append(s)
-                        elif agg == "mean":
-                            out.append(s / c if c else 0.0)
-                        elif agg == "std":
-                            out.append(_std(c, s, q))
-                        else:  # max
-                            m = h.window_max(t - w, t)
-                            if cur and amount > m:
-                                m = amount
-                            out.append(m if c else 0.0)
+                self._general(h, t, j, amount, out)
         if self.zwin is not None:
-            ((c, s, q),) = h.windows(t, [t - self.zwin])
-            sd = _std(c, s, q)
-            out.append((amount - s / c) / sd if c >= 2 and sd > 0 else 0.0)
+            i = bisect_right(times, t - self.zwin, 0, j)
+            if j - i == 0:
+                out.append(0.0)
+            else:
+                c = cc[j] - cc[i]
+                s = (cs[j] - cs[i]) + (cs_lo[j] - cs_lo[i])
+                q = (h.cq[j] - h.cq[i]) + (h.cq_lo[j] - h.cq_lo[i])
+                sd = _std(c, s, q)
+                out.append((amount - s / c) / sd if c >= 2 and sd > 0 else 0.0)
         if self.recency:
-            prev = h.previous_time(t)
-            out.append(-1.0 if prev is None else (t - prev) * self.sec_per_unit)
+            out.append(-1.0 if j == 0 else (t - times[j - 1]) * self.sec_per_unit)
         if self.delayed_los:
             hi = t - self.delay
-            stats = h.windows(hi, [hi - w for w in self.delayed_los])
-            for (c, _, _), w in zip(stats, self.delayed_los, strict=True):
+            jd = bisect_right(times, hi)
+            for w in self.delayed_los:
+                i = bisect_right(times, hi - w, 0, jd)
+                c = cc[jd] - cc[i]
                 frauds = h.fraud_count(hi - w, hi, t_ms) if h.f_time else 0.0
                 for o in self.delayed_outputs:
                     out.append(c if o == "delayed_count" else (frauds / c if c else 0.0))
         return out
+
+    def _general(self, h: History, t: int, j: int, amount: float, out: list[float]) -> None:
+        """Windows with aggregations beyond count and sum."""
+        times, cc, cs, cs_lo, cq, cq_lo = h.times, h.cc, h.cs, h.cs_lo, h.cq, h.cq_lo
+        c_hi, s_hi, sl_hi, q_hi, ql_hi = cc[j], cs[j], cs_lo[j], cq[j], cq_lo[j]
+        cur = self.include_current
+        a2 = amount * amount
+        for w in self.wins:
+            i = bisect_right(times, t - w, 0, j)
+            if i == j:
+                c = s = q = 0.0
+            else:
+                c = c_hi - cc[i]
+                s = (s_hi - cs[i]) + (sl_hi - cs_lo[i])
+                q = (q_hi - cq[i]) + (ql_hi - cq_lo[i])
+            if cur:
+                c += 1.0
+                s += amount
+                q += a2
+            for agg in self.aggs:
+                if agg == "count":
+                    out.append(c)
+                elif agg == "sum":
+                    out.append(s)
+                elif agg == "mean":
+                    out.append(s / c if c else 0.0)
+                elif agg == "std":
+                    out.append(_std(c, s, q))
+                else:  # max
+                    m = max(h.maxs[i:j]) if i < j else -math.inf
+                    if cur and amount > m:
+                        m = amount
+                    out.append(m if c else 0.0)
 
 
 def _std(c: float, s: float, q: float) -> float:
@@ -290,9 +321,10 @@ class EntityPartition:
             t_ms = op[3] if op[0] == OP_FRAUD else op[4]
             t = t_ms // res
             ref = t if t > h.max_t else h.max_t
-            h.prune(ref - horizon, ref * res - horizon_ms)
+            cutoff = ref - horizon
+            if (h.times and h.times[0] <= cutoff) or h.f_time or h.seen:
+                h.prune(cutoff, ref * res - horizon_ms)
             if op[0] == OP_TX:
-                stats.tx_ops += 1
                 _, _, _, tx_id, _, amount, novelty = op
                 values = k.features(h, t, t_ms, amount)
                 if novelty:
@@ -317,6 +349,7 @@ class EntityPartition:
                     stats.fraud_ignored += 1
                 else:
                     h.add_fraud(t, label_ms, delta)
+        stats.tx_ops += len(out)
         self._dirty.update(op_keys)
         self.watermark_ms = wm
         if self.sweep_every_ms and wm - self._last_sweep_ms >= self.sweep_every_ms:
@@ -330,7 +363,7 @@ class EntityPartition:
         if not self._dirty:
             return
         cache = self._cache
-        updates = {key: encode(cache[key]) for key in self._dirty}
+        updates: dict[bytes, bytes | None] = {key: encode(cache[key]) for key in self._dirty}
         need = self.store.unlogged(list(updates))
         before = dict(zip(need, self.store.get_many(need), strict=True))
         self.store.write(updates, before)

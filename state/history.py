@@ -98,12 +98,17 @@ class History:
         if not n or times[-1] < t:  # the common case: a new newest bucket
             times.append(t)
             cc.append(cc[-1] + 1.0)
-            hi, lo = _two_sum(self.cs[-1], amount)
+            # _two_sum, inlined (this is the per-event path)
+            x = self.cs[-1]
+            hi = x + amount
+            bp = hi - x
             self.cs.append(hi)
-            self.cs_lo.append(self.cs_lo[-1] + lo)
-            hi, lo = _two_sum(self.cq[-1], a2)
+            self.cs_lo.append(self.cs_lo[-1] + ((x - (hi - bp)) + (amount - bp)))
+            x = self.cq[-1]
+            hi = x + a2
+            bp = hi - x
             self.cq.append(hi)
-            self.cq_lo.append(self.cq_lo[-1] + lo)
+            self.cq_lo.append(self.cq_lo[-1] + ((x - (hi - bp)) + (a2 - bp)))
             self.maxs.append(amount)
             if t > self.max_t:
                 self.max_t = t
@@ -152,9 +157,9 @@ class History:
             self.f_label_ms = array("q", (self.f_label_ms[i] for i in keep))
             self.f_delta = array("q", (self.f_delta[i] for i in keep))
         for values in self.seen.values():
-            stale = [v for v, ms in values.items() if ms <= cutoff_ms]
-            for v in stale:
-                del values[v]
+            if values and min(values.values()) <= cutoff_ms:
+                for v in [v for v, ms in values.items() if ms <= cutoff_ms]:
+                    del values[v]
 
     def coarsen(self, max_buckets: int, units_per_s: float) -> None:
         """Merge old buckets tier by tier until at most 3/4 of ``max_buckets`` remain."""
