@@ -216,36 +216,6 @@ class History:
         return is_new
 
     # ----------------------------------------------------------------------------- queries
-    def windows(self, hi: int, los: list[int]) -> list[tuple[float, float, float]]:
-        """``(count, sum, sumsq)`` of the buckets in ``(lo, hi]`` for each ``lo``."""
-        times, cc, cs, cs_lo, cq, cq_lo = (
-            self.times,
-            self.cc,
-            self.cs,
-            self.cs_lo,
-            self.cq,
-            self.cq_lo,
-        )
-        j = bisect_right(times, hi)
-        c, s, sl, q, ql = cc[j], cs[j], cs_lo[j], cq[j], cq_lo[j]
-        out = []
-        for lo in los:
-            i = bisect_right(times, lo, 0, j)
-            if i == j:
-                out.append((0.0, 0.0, 0.0))
-            else:
-                out.append(
-                    (c - cc[i], (s - cs[i]) + (sl - cs_lo[i]), (q - cq[i]) + (ql - cq_lo[i]))
-                )
-        return out
-
-    def window_max(self, lo: int, hi: int) -> float:
-        """Largest amount in ``(lo, hi]``; ``-inf`` when the window is empty."""
-        times = self.times
-        j = bisect_right(times, hi)
-        i = bisect_right(times, lo, 0, j)
-        return max(self.maxs[i:j]) if i < j else -math.inf
-
     def fraud_count(self, lo: int, hi: int, known_at_ms: int) -> float:
         """Net fraud labels for transactions in ``(lo, hi]`` known by ``known_at_ms``."""
         total = 0
@@ -253,11 +223,6 @@ class History:
             if lo < ft <= hi and lm <= known_at_ms:
                 total += d
         return float(total)
-
-    def previous_time(self, t: int) -> int | None:
-        """Time of the newest bucket at or before ``t``."""
-        i = bisect_right(self.times, t) - 1
-        return self.times[i] if i >= 0 else None
 
 
 def _two_sum(a: float, b: float) -> tuple[float, float]:
