@@ -82,6 +82,10 @@ class FlowConfig:
     limits: Limits = field(default_factory=Limits)
     keep_epochs: int = 8
     fetch_wait_ms: int = 5
+    # Idle entities (older than the horizon plus lateness) are deleted once per this much event
+    # time. A sweep reads every entity of a partition, so it is amortised over a week; idle
+    # records live at most that much longer. Sweeps never change a feature value.
+    sweep_every_ms: int = 7 * DAY_MS
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
 
     def __post_init__(self) -> None:
@@ -165,8 +169,14 @@ class _EntityLogic(_PartitionLogic):
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         if self.store is None:
             self.store = self._open(values[0][0])
-            self.part = EntityPartition(self.cfg.feature_set, self.store, sweep_every_ms=DAY_MS)
+            self.part = EntityPartition(
+                self.cfg.feature_set, self.store, sweep_every_ms=self.cfg.sweep_every_ms
+            )
         outputs = self.part.process([o for _, batch in values for o in batch])
+        # Write through after every batch: flushing only at snapshots wrote an epoch's worth of
+        # entities at once and showed as a latency spike every epoch (p99 at 2k ev/s: 178 ms
+        # per batch vs 435 ms per epoch); the cache still saves the reads and decodes.
+        self.part.flush()
         groups: dict[int, list[Any]] = defaultdict(list)
         jp = self.cfg.join_partitions
         for item in outputs:
@@ -232,7 +242,8 @@ class _DecideLogic(StatefulBatchLogic):
         if not complete:
             return [], self.RETAIN
         fs = self.cfg.feature_set
-        X = np.array([assemble(fs, e[1], e[2]) for e in complete], dtype=np.float64)
+        rows = [assemble(fs, e[1], e[2]) for e in complete]  # floats: logged as they are
+        X = np.array(rows, dtype=np.float64)
         loaded = self.model
         scores = loaded.champion.score_many(X)
         SCORE_BATCH.observe(len(complete))
@@ -241,9 +252,7 @@ class _DecideLogic(StatefulBatchLogic):
         now = self.cfg.clock_ms()
         out = []
         topic = self.cfg.topics.decisions
-        for entry, row, score, action in zip(
-            complete, X.tolist(), scores.tolist(), acts, strict=True
-        ):
+        for entry, row, score, action in zip(complete, rows, scores.tolist(), acts, strict=True):
             meta = entry[0]
             record = {
                 "tx_id": meta["tx_id"],
@@ -257,8 +266,6 @@ class _DecideLogic(StatefulBatchLogic):
                 "action": action,
                 "thresholds": thresholds,
             }
-            if meta["ingest_ms"]:
-                LATENCY.observe(max(0.0, (now - meta["ingest_ms"]) / 1000.0))
             out.append(
                 KafkaSinkMessage(
                     key=meta["tx_id"].encode(), value=orjson.dumps(record), topic=topic
@@ -266,6 +273,9 @@ class _DecideLogic(StatefulBatchLogic):
             )
         for action in set(acts):
             DECISIONS.labels(action).inc(acts.count(action))
+        ingest = np.array([e[0]["ingest_ms"] for e in complete], dtype=np.float64)
+        ingest = ingest[ingest > 0]  # records without a producer timestamp have no latency
+        LATENCY.observe_many(np.maximum(0.0, (now - ingest) / 1000.0))
         return out, self.RETAIN
 
     def snapshot(self) -> dict[str, list[Any]]:

@@ -22,3 +22,23 @@ def test_metrics_and_health_on_loopback():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_batch_histogram_buckets_are_cumulative_and_inclusive():
+    import numpy as np
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fraudstream.metrics import BatchHistogram
+
+    hist = BatchHistogram("t_seconds", "test", buckets=(0.01, 0.1, 1.0))
+    registry = CollectorRegistry()
+    registry.register(hist)  # type: ignore[arg-type]
+    hist.observe_many(np.array([0.005, 0.01, 0.05, 0.5, 2.0]))
+    hist.observe_many(np.array([]))
+    text = generate_latest(registry).decode()
+    assert 't_seconds_bucket{le="0.01"} 2.0' in text  # a value on a bound counts in it
+    assert 't_seconds_bucket{le="0.1"} 3.0' in text
+    assert 't_seconds_bucket{le="1.0"} 4.0' in text
+    assert 't_seconds_bucket{le="+Inf"} 5.0' in text
+    assert "t_seconds_count 5.0" in text
+    assert "t_seconds_sum 2.565" in text
