@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from fraudstream.flows.scoring import FlowConfig, build_flow, close_stores
+from fraudstream.runtime import tune_gc
 
-__all__ = ["ensure_recovery_dir", "run_flow", "tune_gc"]
+__all__ = ["ensure_recovery_dir", "run_flow"]
 
 RECOVERY_PARTITIONS = 4
 
@@ -22,20 +22,6 @@ def ensure_recovery_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if not any(path.glob("part-*.sqlite3")):
         init_db_dir(path, RECOVERY_PARTITIONS)
-
-
-def tune_gc() -> None:
-    """Make CPython's cyclic collector cheap for a long-running flow process.
-
-    The flow allocates many short-lived tuples per batch and keeps a large, slowly churning heap
-    of cached entity histories. With the default thresholds a full collection (which walks that
-    whole heap) runs every few batches: measured at about 30% of the flow's time. Objects alive
-    after start-up are frozen out of collection, and full collections become ten times rarer.
-    What the flow keeps is acyclic, so its garbage is freed by reference counting anyway.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 100)
 
 
 def run_flow(
