@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -180,6 +181,83 @@ def bench_throughput(
             )
 
 
+# --- kafka_latency_ceiling ----------------------------------------------------------------
+
+
+def _ceiling_consumer(bootstrap: str, n: int, conn: Any) -> None:
+    """Child process: consume ``n`` records as the flow's source does; send back latencies."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    consumer = Consumer(
+        {**settings.confluent_config(), "group.id": "ceiling", "fetch.wait.max.ms": "5"}
+    )
+    consumer.assign([TopicPartition("transactions", p, 0) for p in range(4)])
+    lat = np.empty(n, dtype=np.float64)
+    got = 0
+    conn.send("ready")
+    deadline = time.monotonic() + 300
+    while got < n and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 0.001):
+            if msg.error() is None and got < n:
+                lat[got] = time.time() * 1000 - msg.timestamp()[1]
+                got += 1
+    consumer.close()
+    conn.send(lat[:got])
+
+
+def bench_latency_ceiling(emit: Emit, *, rates: tuple[float, ...], seconds: float) -> None:
+    """The broker path alone: produce at a rate, consume as the flow does, no processing.
+
+    Same producer as ``e2e_latency`` (aiokafka, ``linger_ms=0``, in this process) and, in a
+    separate process like the sidecar, the flow source's client and settings (confluent-kafka,
+    ``fetch.wait.max.ms=5``, manual assign, ``consume(1000, 0.001)``); latency = receive time -
+    the record's producer timestamp.
+    """
+    import multiprocessing
+
+    total = int(sum(r * seconds for r in rates))
+    sim = generate(SimConfig(seed=13, n_customers=2000, days=max(1, total // 3000 + 1)))
+    ctx = multiprocessing.get_context("spawn")
+    for rate in rates:
+        n = int(rate * seconds)
+        phase = sim.transactions[:n]
+        with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
+            with EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
+                settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+                create_topics(settings, TOPICS)
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=_ceiling_consumer, args=(broker.bootstrap_servers, n, child)
+                )
+                proc.start()
+                try:
+                    if not parent.poll(120):
+                        raise RuntimeError("ceiling consumer did not start")
+                    parent.recv()
+                    produce(settings, "transactions", phase, key=_key, rate_per_s=rate, linger_ms=0)
+                    if not parent.poll(330):
+                        raise RuntimeError("ceiling consumer did not finish")
+                    lat = parent.recv()
+                finally:
+                    proc.join(timeout=30)
+                    if proc.is_alive():
+                        proc.kill()
+        p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+        emit(
+            benchmark="kafka_latency_ceiling",
+            rate=rate,
+            events=n,
+            received=len(lat),
+            value=round(float(p99), 1),
+            p50_ms=round(float(p50), 1),
+            p99_ms=round(float(p99), 1),
+            p999_ms=round(float(p999), 1),
+            unit="ms",
+            note="broker path only: producer timestamp -> receive in a separate consumer process",
+        )
+
+
 # --- e2e_latency --------------------------------------------------------------------------
 
 
@@ -258,9 +336,11 @@ def bench_latency(
 def run(emit: Emit, *, quick: bool) -> None:
     if quick:
         bench_throughput(emit, customers=500, days=10, processes=(1, 2), run_timeout_s=240)
+        bench_latency_ceiling(emit, rates=(1000,), seconds=3)
         bench_latency(emit, customers=500, rates=(1000,), seconds=5, drain_timeout_s=120)
     else:
         bench_throughput(emit, customers=2000, days=30, processes=(1, 2), run_timeout_s=420)
+        bench_latency_ceiling(emit, rates=(1000, 2000, 5000), seconds=8)
         bench_latency(
             emit, customers=2000, rates=(1000, 2000, 5000, 10000), seconds=12, drain_timeout_s=300
         )
