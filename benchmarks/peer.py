@@ -7,6 +7,10 @@ Same simulated stream (``transactions``, 4 partitions, keyed by account) on a fr
   ``/tmp/fraudstream-quix-venv``, created with ``pip install quixstreams`` when missing; override
   with ``QUIX_VENV``) running ``benchmarks/quix_job.py``: consumer group, RocksDB state and
   changelog topics (its defaults). Events/s from the first to the last processed message.
+* ``peer_fraudstream_flow``: the whole fraudstream flow (``benchmarks/flow_job.py``: Kafka source,
+  parse and validate, the same single window as a one-plan feature set in RocksDB, a champion
+  trained on it, decisions written to Kafka with ``acks=all``), in its own process, on the same
+  topic; events/s over the middle 80% of decisions (``decided_at_ms``) and first to last.
 * ``peer_fraudstream_state``: fraudstream's entity state code (``EntityPartition`` over
   ``EpochStore(RocksKV)``) for a feature set with that single window: **state path, no Kafka**
   (no consume, no parse, no Bytewax), batches of 500 like the flow.
@@ -25,14 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from benchmarks.e2e import bench_consume_ceiling
 from benchmarks.state_bench import Emit
 from fraudstream.broker import EmbeddedBroker
-from fraudstream.kafka import KafkaSettings, create_topics, produce
+from fraudstream.kafka import KafkaSettings, consume, create_topics, produce
 from fraudstream.schema import Transaction
-from fraudstream.simulate import SimConfig, generate
+from fraudstream.simulate import SimConfig, Simulation, generate
 from fraudstream.state.base import EpochStore
 from fraudstream.state.engine import EntityPartition, split_transaction
 from fraudstream.state.features import EntityPlan, FeatureSet, Window
@@ -152,6 +157,66 @@ def bench_state_path(emit: Emit, txs: list[Transaction], ceiling: float) -> None
     )
 
 
+def bench_flow(
+    emit: Emit,
+    settings: KafkaSettings,
+    sim: Simulation,
+    ceiling: float,
+    work: Path,
+    timeout_s: float,
+) -> None:
+    from fraudstream.replay.training import train_from_streams
+
+    work.mkdir(parents=True)
+    registry = work / "registry"
+    train_from_streams(sim.transactions, sim.labels, one_window_feature_set(), registry)
+    topics = {"labels": 1, "decisions": 4, "transactions.dlq": 1, "labels.dlq": 1}
+    create_topics(settings, topics)
+    spec = {
+        "bootstrap": settings.bootstrap_servers,
+        "registry": str(registry),
+        "work": str(work),
+        "feature_set": "peer-1h",
+    }
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.flow_job", orjson.dumps(spec).decode()],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    wall_s = time.perf_counter() - started
+    if done.returncode != 0:
+        emit(
+            benchmark="peer_fraudstream_flow",
+            skipped=True,
+            reason=f"flow exited {done.returncode}: {done.stderr[-800:]}",
+            value=None,
+            unit="events/s",
+        )
+        return
+    records = consume(settings, "decisions", timeout_s=60)
+    decided = {orjson.loads(r.value)["tx_id"]: orjson.loads(r.value) for r in records}
+    times = np.sort(np.array([d["decided_at_ms"] for d in decided.values()], np.float64))
+    lo, hi = np.percentile(times, [10, 90])
+    sustained = float(((times >= lo) & (times <= hi)).sum() / ((hi - lo) / 1000))
+    first_last = len(times) / ((times[-1] - times[0]) / 1000)
+    emit(
+        benchmark="peer_fraudstream_flow",
+        events=len(sim.transactions),
+        decided=len(decided),
+        value=round(sustained),
+        unit="events/s",
+        ratio_to_ceiling=round(sustained / ceiling, 4),
+        first_to_last_events_per_s=round(first_last),
+        wall_s=round(wall_s, 3),
+        wall_events_per_s=round(len(decided) / wall_s),
+        note="whole flow, one 1h count+sum window per account, champion scoring, decisions to "
+        "Kafka; value over the middle 80% of decisions; wall incl. start-up",
+    )
+
+
 def run(emit: Emit, *, quick: bool) -> None:
     customers, days = (500, 5) if quick else (2000, 30)
     sim = generate(SimConfig(seed=21, n_customers=customers, days=days))
@@ -173,4 +238,5 @@ def run(emit: Emit, *, quick: bool) -> None:
             bench_consume_ceiling(capture, settings, n)
             ceiling = float(rows["kafka_consume_ceiling"]["value"])
             bench_quix(emit, broker.bootstrap_servers, n, ceiling, work / "quix", 300)
+            bench_flow(emit, settings, sim, ceiling, work / "flow", 300)
     bench_state_path(emit, txs, ceiling)

@@ -239,7 +239,12 @@ def _subprocess(args: list[str], timeout_s: float) -> dict[str, Any]:
 
 
 def events_for(accounts: int) -> int:
-    """3 events per account on average, at least 50k (bounded: ~3M at 1M accounts)."""
+    """3 events per account on average, at least 50k; 1 per account past 1M accounts.
+
+    Bounded: 3M events at 1M accounts, 10M at 10M (every account still creates its entities).
+    """
+    if accounts > 1_000_000:
+        return accounts
     return max(50_000, 3 * accounts)
 
 
