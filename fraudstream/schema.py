@@ -17,7 +17,7 @@ Label (topic ``labels``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import orjson
 
@@ -84,6 +84,10 @@ class Transaction:
         """Return an optional (string) field by name."""
         value: str | None = getattr(self, field)
         return value
+
+
+# validate_transaction passes the optional fields positionally, in this order.
+assert tuple(f.name for f in fields(Transaction))[4:] == OPTIONAL_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,17 +179,18 @@ def validate_transaction(
         return Rejected("negative_amount", repr(amount))
     if amount > limits.max_amount:
         return Rejected("amount_out_of_range", repr(amount))
-    tx = Transaction(tx_id, t, account_id, amount)
-    for name in OPTIONAL_FIELDS:
-        value = obj.get(name)
-        if value is None or value == "":
+    optional = [obj.get(name) for name in OPTIONAL_FIELDS]
+    for i, value in enumerate(optional):
+        if value is None or (type(value) is str and 0 < len(value) <= _MAX_ID_LEN):
             continue
-        if type(value) is not str:
+        name = OPTIONAL_FIELDS[i]
+        if value == "":
+            optional[i] = None  # an empty optional field is an absent one
+        elif type(value) is not str:
             return Rejected(f"bad_type:{name}", f"expected string, got {type(value).__name__}")
-        if len(value) > _MAX_ID_LEN:
+        else:
             return Rejected(f"bad_value:{name}", f"length {len(value)}")
-        setattr(tx, name, value)
-    return tx
+    return Transaction(tx_id, t, account_id, amount, *optional)
 
 
 def parse_label(raw: bytes | None, *, limits: Limits) -> Label | Rejected:
