@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import orjson
 
@@ -179,7 +180,7 @@ def validate_transaction(
         return Rejected("negative_amount", repr(amount))
     if amount > limits.max_amount:
         return Rejected("amount_out_of_range", repr(amount))
-    optional = [obj.get(name) for name in OPTIONAL_FIELDS]
+    optional: list[Any] = [obj.get(name) for name in OPTIONAL_FIELDS]
     for i, value in enumerate(optional):
         if value is None or (type(value) is str and 0 < len(value) <= _MAX_ID_LEN):
             continue

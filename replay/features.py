@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from fraudstream.runtime import gc_paused
 from fraudstream.schema import Label, Limits, Transaction, validate_label, validate_transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.engine import InOrderEngine
@@ -60,6 +61,20 @@ def replay_features(
     progress: bool = False,
 ) -> ReplayResult:
     """Replay raw streams through the live state code (in memory), in micro-batches."""
+    # Everything built here is acyclic; the cyclic collector would only walk the (large) cache
+    # of entity histories over and over.
+    with gc_paused():
+        return _replay(transactions, labels, fs, batch_size=batch_size, progress=progress)
+
+
+def _replay(
+    transactions: Iterable[dict | Transaction],
+    labels: Iterable[dict | Label],
+    fs: FeatureSet,
+    *,
+    batch_size: int,
+    progress: bool,
+) -> ReplayResult:
     engine = InOrderEngine(
         fs,
         EpochStore(MemoryKV(), resume_epoch=None, log_undo=False),

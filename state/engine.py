@@ -292,6 +292,8 @@ class EntityPartition:
         self._last_sweep_ms = -1
         self._cache: dict[bytes, History] = {}
         self._dirty: set[bytes] = set()
+        # The store's value of every cached key (the undo log's "before"), when undo is logged.
+        self._stored: dict[bytes, bytes | None] | None = {} if store.log_undo else None
         self.stats = PartitionStats()
 
     def process(self, ops: Iterable[tuple[Any, ...]]) -> list[tuple[str, int, list[float]]]:
@@ -308,8 +310,11 @@ class EntityPartition:
             else:
                 cache[key] = h  # most recently used last
         if missing:
+            stored = self._stored
             for key, raw in zip(missing, self.store.get_many(missing), strict=True):
                 cache[key] = decode(raw) if raw is not None else History()
+                if stored is not None:
+                    stored[key] = raw
         out: list[tuple[str, int, list[float]]] = []
         res, horizon, horizon_ms = self.res, self.horizon, self.horizon_ms
         max_buckets = self.max_buckets
@@ -360,22 +365,33 @@ class EntityPartition:
 
     def flush(self) -> None:
         """Write every changed history to the store in one atomic batch."""
-        if not self._dirty:
-            return
+        if self._dirty:
+            self._write(list(self._dirty))
+
+    def _write(self, keys: list[bytes]) -> None:
         cache = self._cache
-        updates: dict[bytes, bytes | None] = {key: encode(cache[key]) for key in self._dirty}
-        need = self.store.unlogged(list(updates))
-        before = dict(zip(need, self.store.get_many(need), strict=True))
-        self.store.write(updates, before)
-        self._dirty.clear()
+        updates: dict[bytes, bytes | None] = {key: encode(cache[key]) for key in keys}
+        stored = self._stored
+        if stored is None:  # no undo log: nothing needs the previous values
+            self.store.write(updates, {})
+        else:
+            # The store holds what was last read or written for each cached key: no re-read.
+            self.store.write(updates, {k: stored[k] for k in self.store.unlogged(keys)})
+            stored.update(updates)
+        self._dirty.difference_update(keys)
 
     def _evict(self) -> None:
-        """Flush, then drop the least recently used quarter of the cache."""
-        self.flush()
+        """Drop the least recently used quarter of the cache, writing the changed ones first."""
         cache = self._cache
-        drop = len(cache) - self.cache_entries * 3 // 4
-        for key in list(itertools.islice(cache, drop)):
+        drop = list(itertools.islice(cache, len(cache) - self.cache_entries * 3 // 4))
+        dirty = [key for key in drop if key in self._dirty]
+        if dirty:
+            self._write(dirty)
+        stored = self._stored
+        for key in drop:
             del cache[key]
+            if stored is not None:
+                del stored[key]
 
     def _sweep(self) -> None:
         """Delete entities idle for longer than the horizon plus lateness (no result changes)."""
@@ -389,6 +405,8 @@ class EntityPartition:
                 updates[key] = None
                 before[key] = raw
                 self._cache.pop(key, None)
+                if self._stored is not None:
+                    self._stored.pop(key, None)
                 self.stats.expired += 1
         if updates:
             self.store.write(updates, before)
