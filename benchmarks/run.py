@@ -5,11 +5,12 @@ Seeded workloads, bounded in events and time; network-free except ``e2e`` (loopb
 * ``scoring``: XGBoost champion (200 trees, depth 6, default feature set) per-row cost by batch.
 * ``replay``: in-order feature replay (the live state code, in memory), events/s per feature set.
 * ``e2e``: the sidecar on the embedded broker: throughput (1 and 2 processes), latency under a
-  rate-controlled producer, and the aiokafka consume ceiling (see ``benchmarks/e2e.py``).
+  rate-controlled producer, the aiokafka consume ceiling and the broker path's latency ceiling
+  (see ``benchmarks/e2e.py``).
 * ``state``: the entity state code over RocksDB as distinct accounts grow, and a hot entity
   (``benchmarks/state_bench.py``; ``--entities 10000,100000,1000000``, ``--hot-events``).
-* ``peer``: Quix Streams (own venv) vs the consume ceiling vs fraudstream's state path on one
-  1-hour count+sum window per account (``benchmarks/peer.py``).
+* ``peer``: Quix Streams (own venv) vs the consume ceiling vs fraudstream's whole flow and its
+  state path on one 1-hour count+sum window per account (``benchmarks/peer.py``).
 
 ``--only e2e`` (or ``scoring``, ``replay``; repeatable) runs a subset; ``--quick`` shrinks every
 workload for a smoke run. A subset run writes only its own results to latest.jsonl.
