@@ -64,7 +64,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _decisions(records: list[Record]) -> dict[str, dict]:
+def decisions_by_tx(records: list[Record]) -> dict[str, dict]:
     """Decision per tx_id (the first one: re-emitted decisions after a resume are duplicates)."""
     out: dict[str, dict] = {}
     for rec in records:
@@ -102,6 +102,22 @@ async def _aconsume_parse(settings: KafkaSettings, topic: str, n: int, timeout_s
         return seen / (time.perf_counter() - t0)
     finally:
         await consumer.stop()
+
+
+def decision_rates(decided: dict[str, dict]) -> tuple[float, float, float]:
+    """(sustained events/s, first-to-last events/s, span s) from decisions' ``decided_at_ms``.
+
+    Sustained: the middle 80% of decisions, so neither the first input batch (decided all at once
+    after it is processed) nor the tail biases it.
+    """
+    times = np.sort(np.array([d["decided_at_ms"] for d in decided.values()], np.float64))
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0, 0.0, 0.0
+    span_s = float(times[-1] - times[0]) / 1000
+    lo, hi = np.percentile(times, [10, 90])
+    mid = int(((times >= lo) & (times <= hi)).sum())
+    sustained = mid / (float(hi - lo) / 1000) if hi > lo else 0.0
+    return sustained, len(times) / span_s, span_s
 
 
 def bench_consume_ceiling(emit: Emit, settings: KafkaSettings, n: int) -> None:
@@ -156,14 +172,8 @@ def bench_throughput(
                     rc = None
                 wall_s = time.perf_counter() - started
                 records = consume(settings, "decisions", timeout_s=60)
-            decided = _decisions(records)
-            times = np.sort(np.array([d["decided_at_ms"] for d in decided.values()], np.float64))
-            span_s = (times[-1] - times[0]) / 1000 if len(times) > 1 else float("nan")
-            # Sustained rate: the middle 80% of decisions, so neither the first input batch
-            # (decided all at once after it is processed) nor the tail biases it.
-            lo, hi = np.percentile(times, [10, 90]) if len(times) > 1 else (0.0, 0.0)
-            mid = int(((times >= lo) & (times <= hi)).sum())
-            sustained = mid / ((hi - lo) / 1000) if hi > lo else 0.0
+            decided = decisions_by_tx(records)
+            sustained, first_to_last, span_s = decision_rates(decided)
             emit(
                 benchmark="e2e_throughput",
                 processes=p,
@@ -171,10 +181,10 @@ def bench_throughput(
                 decided=len(decided),
                 duplicates=len(records) - len(decided),
                 exit_code=rc,
-                value=round(float(sustained)),
+                value=round(sustained),
                 unit="events/s",
-                first_to_last_events_per_s=round(len(decided) / span_s) if span_s > 0 else 0,
-                span_s=round(float(span_s), 3),
+                first_to_last_events_per_s=round(first_to_last),
+                span_s=round(span_s, 3),
                 wall_s=round(wall_s, 3),
                 wall_events_per_s=round(len(decided) / wall_s),
                 note="value: middle 80% of decisions by decided_at_ms; wall includes start-up",
@@ -309,7 +319,7 @@ def bench_latency(
                         settings, "decisions", until=drained, timeout_s=drain_timeout_s
                     )
                     ids = {tx["tx_id"] for tx in phase}
-                    decided = {k: d for k, d in _decisions(records).items() if k in ids}
+                    decided = {k: d for k, d in decisions_by_tx(records).items() if k in ids}
                     lat = np.array(
                         [d["decided_at_ms"] - d["ingested_at_ms"] for d in decided.values()],
                         dtype=np.float64,

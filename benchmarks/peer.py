@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
-from benchmarks.e2e import bench_consume_ceiling
+from benchmarks.e2e import bench_consume_ceiling, decision_rates, decisions_by_tx
 from benchmarks.state_bench import Emit
 from fraudstream.broker import EmbeddedBroker
 from fraudstream.kafka import KafkaSettings, consume, create_topics, produce
@@ -197,11 +196,8 @@ def bench_flow(
         )
         return
     records = consume(settings, "decisions", timeout_s=60)
-    decided = {orjson.loads(r.value)["tx_id"]: orjson.loads(r.value) for r in records}
-    times = np.sort(np.array([d["decided_at_ms"] for d in decided.values()], np.float64))
-    lo, hi = np.percentile(times, [10, 90])
-    sustained = float(((times >= lo) & (times <= hi)).sum() / ((hi - lo) / 1000))
-    first_last = len(times) / ((times[-1] - times[0]) / 1000)
+    decided = decisions_by_tx(records)
+    sustained, first_last, _ = decision_rates(decided)
     emit(
         benchmark="peer_fraudstream_flow",
         events=len(sim.transactions),
