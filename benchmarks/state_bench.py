@@ -133,13 +133,19 @@ def _drive(
     return events, busy
 
 
-def _open(path: Path) -> tuple[RocksKV, EpochStore]:
+def _open(fs: FeatureSet, path: Path) -> tuple[RocksKV, EpochStore, EntityPartition]:
+    """Store and partition as a flow process opens them (cache size, encoded cache)."""
     kv = RocksKV(path)
-    return kv, EpochStore(kv, resume_epoch=None)
+    store = EpochStore(kv, resume_epoch=None)
+    part = EntityPartition(
+        fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE, keep_decoded=False
+    )
+    return kv, store, part
 
 
-def _finish(kv: RocksKV, store: EpochStore) -> dict[str, int]:
-    """Commit, flush the memtables, measure; then compact fully and measure again."""
+def _finish(kv: RocksKV, store: EpochStore, part: EntityPartition) -> dict[str, int]:
+    """Write the cache, commit, flush the memtables, measure; then compact fully and measure."""
+    part.flush()
     store.commit_epoch()
     entity_keys = sum(1 for _ in store.iter_prefix(b"e\x00"))
     kv._db.flush(True)
@@ -155,16 +161,12 @@ def case_entities(accounts: int, events: int) -> dict[str, Any]:
     fs = get_feature_set("default")
     rss0 = rss_bytes()
     with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
-        kv, store = _open(Path(tmp) / "db")
-        part = EntityPartition(
-            fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE, keep_decoded=False
-        )
+        kv, store, part = _open(fs, Path(tmp) / "db")
         t0 = time.perf_counter()
         n, busy = _drive(fs, part, store, transactions(events, accounts, seed=accounts))
         wall = time.perf_counter() - t0
         rss = rss_bytes()
-        part.flush()
-        disk = _finish(kv, store)
+        disk = _finish(kv, store, part)
         kv.close()
     return {
         "benchmark": "state_entities",
@@ -192,10 +194,7 @@ def case_hot(events: int) -> dict[str, Any]:
     hot = "t-hot"
     key = b"e\x00terminal\x00" + hot.encode()
     with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
-        kv, store = _open(Path(tmp) / "db")
-        part = EntityPartition(
-            fs, store, sweep_every_ms=DAY_MS, cache_entries=CACHE, keep_decoded=False
-        )
+        kv, store, part = _open(fs, Path(tmp) / "db")
         sizes: list[int] = []
         t0 = time.perf_counter()
         n = 0
@@ -213,8 +212,7 @@ def case_hot(events: int) -> dict[str, Any]:
             raw = store.get_many([key])[0]
             sizes.append(len(raw) if raw else 0)
         wall = time.perf_counter() - t0
-        part.flush()
-        disk = _finish(kv, store)
+        disk = _finish(kv, store, part)
         kv.close()
     return {
         "benchmark": "state_hot_entity",

@@ -158,13 +158,9 @@ class _EntityLogic(_PartitionLogic):
 
     def snapshot(self) -> int | None:
         if self.store is not None:
-            self.part.flush()  # the store must hold this epoch's state before it is committed
-        return super().snapshot()
-
-    def on_eof(self) -> tuple[list[Any], bool]:
-        if self.store is not None:
+            # Batches already write through; this keeps "the store holds the epoch" explicit.
             self.part.flush()
-        return [], self.RETAIN
+        return super().snapshot()
 
     def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
         if self.store is None:
