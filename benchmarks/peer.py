@@ -38,8 +38,9 @@ from fraudstream.kafka import KafkaSettings, consume, create_topics, produce
 from fraudstream.schema import Transaction
 from fraudstream.simulate import SimConfig, Simulation, generate
 from fraudstream.state.base import EpochStore
-from fraudstream.state.engine import EntityPartition, split_transaction
+from fraudstream.state.entities import EntityPartition
 from fraudstream.state.features import EntityPlan, FeatureSet, Window
+from fraudstream.state.ops import split_transaction
 from fraudstream.state.rocksdb import RocksKV
 
 HOUR_MS = 3_600_000
@@ -136,7 +137,7 @@ def bench_state_path(emit: Emit, txs: list[Transaction], ceiling: float) -> None
         for start in range(0, len(txs), 500):
             ops: list[tuple[Any, ...]] = []
             for tx in txs[start : start + 500]:
-                ops.extend(split_transaction(fs, tx)[0])
+                ops.extend(split_transaction(fs, tx, tx.event_time_ms))
             part.process(ops)
             if time.perf_counter() - last_commit >= 2.0:
                 part.flush()

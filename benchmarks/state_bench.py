@@ -36,8 +36,9 @@ import orjson
 from fraudstream.runtime import tune_gc
 from fraudstream.schema import Transaction
 from fraudstream.state.base import EpochStore
-from fraudstream.state.engine import EntityPartition, split_transaction
+from fraudstream.state.entities import EntityPartition
 from fraudstream.state.features import FeatureSet, get_feature_set
+from fraudstream.state.ops import split_transaction
 from fraudstream.state.rocksdb import RocksKV
 
 Emit = Callable[..., None]
@@ -120,7 +121,7 @@ def _drive(
         t0 = time.perf_counter()
         ops: list[tuple[Any, ...]] = []
         for tx in txs:
-            ops.extend(split_transaction(fs, tx)[0])
+            ops.extend(split_transaction(fs, tx, tx.event_time_ms))
         part.process(ops)
         now = time.perf_counter()
         busy += now - t0

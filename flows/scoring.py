@@ -1,24 +1,37 @@
-"""The scoring dataflow: Kafka -> parse/DLQ -> state partitions -> join -> champion -> Kafka.
+"""The scoring dataflow: Kafka -> ordered input -> ingest -> entity state -> decide -> Kafka.
 
-Wiring only; every computation lives in :mod:`fraudstream.state` and :mod:`fraudstream.models`.
+Wiring only; every computation lives in :mod:`fraudstream.reader`, :mod:`fraudstream.state` and
+:mod:`fraudstream.models`.
 
 ::
 
-    transactions ─ parse ─┬─ dlq ─────────────────────────────────────────────┐
-                          └─ split ─┬─ entity ops  (key e<p>) ─┐               │
-                                    ├─ index ops   (key x<p>) ─┼─ tx_index ─┐   │
-    labels ─ parse ─┬─ dlq ───────  │             label ops ───┘            │   ├─ KafkaSink
-                    └───────────────┘                                       │   │  (decisions,
-                                    │            fraud ops (key e<p>) ◄─────┘   │   *.dlq)
-                                    │   entities (RocksDB per partition) ──┐    │
-                                    └─ base rows (key j<n>) ───────────────┴─ decide ─┘
+    transactions ┐                           ┌─ dead letters (invalid records, conflicts) ───┐
+    labels ──────┴─ input ─ ingest (1 key) ──┼─ entity ops ─ entities (P keys) ─┐            │
+                                             └─ tx, dup, learn items ───────────┴─ decide ───┴─ out
 
-Items crossing steps are grouped per destination partition per input batch, so the engine
-moves one item per partition and batch rather than one per entity.
+* ``input``: one source partition reads every partition of both topics and releases records in
+  the deterministic order of :mod:`fraudstream.order`.
+* ``ingest`` (one key): maintenance clock, de-duplication, labels; splits each new transaction
+  into per-entity ops (:mod:`fraudstream.state.ingest`).
+* ``entities`` (keys ``e<p>``, p = crc32(entity id) mod P, one RocksDB store each): features and
+  history updates (:mod:`fraudstream.state.entities`).
+* ``decide`` (one key): joins parts in input order, scores in batches, writes decisions
+  (:mod:`fraudstream.models.decide`).
+
+Order: each step receives its ordered items from exactly one upstream worker (Timely delivers
+a worker's items to another in the order sent, epoch by epoch), so ``ingest`` and every entity
+partition apply them in input order whatever the number of workers and processes; ``decide``
+restores the order of parts arriving from several entity workers with its queue.
+
+Every stateful step keeps its store in an :class:`~fraudstream.state.base.EpochStore` whose
+snapshot is the Bytewax epoch: a resume rolls each store back to the snapshot and the input is
+re-read from there (docs/design.md). A record that fails in any step goes to the dead-letter
+topic with its reason; no record stops the flow.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,33 +40,39 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from bytewax import operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from fraudstream.flows.sink import KafkaOut, OutMessage, dead_letter
+from fraudstream.flows.source import OrderedSource
 from fraudstream.kafka import KafkaSettings
-from fraudstream.metrics import DECISIONS, DLQ, EVENTS, LABELS, LAST_BATCH, LATENCY, SCORE_BATCH
-from fraudstream.models.registry import ModelRegistry
-from fraudstream.models.train import actions
-from fraudstream.schema import Limits, Rejected, parse_label, parse_transaction
-from fraudstream.state.base import EpochStore
-from fraudstream.state.engine import (
-    ENTITY_FORMAT,
-    INDEX_FORMAT,
-    OP_LABEL,
-    EntityPartition,
-    IndexPartition,
-    assemble,
-    base_features,
-    partition_of,
-    split_transaction,
+from fraudstream.metrics import (
+    DECISIONS,
+    EVENTS,
+    LABELS,
+    LAST_BATCH,
+    LATENCY,
+    SCORE_BATCH,
+    STEP_ERRORS,
 )
+from fraudstream.models.decide import Decider
+from fraudstream.models.registry import ModelRegistry
+from fraudstream.reader import K_DLQ, K_TX, OffsetPolicy, ReaderConfig, Received
+from fraudstream.schema import Limits, Rejected
+from fraudstream.state.base import EpochStore
+from fraudstream.state.clock import DEFAULT_STEP_MS
+from fraudstream.state.decisions import DECISIONS_FORMAT, DecisionStore
+from fraudstream.state.entities import ENTITY_FORMAT, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
+from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_LEARN, EV_TX, Ingest
+from fraudstream.state.ops import base_features, partition_of
 from fraudstream.state.rocksdb import RocksKV
+from fraudstream.state.txindex import INDEX_FORMAT
 
 __all__ = ["FlowConfig", "Topics", "build_flow", "close_stores"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,21 +95,46 @@ class FlowConfig:
     state_dir: Path
     topics: Topics = field(default_factory=Topics)
     partitions: int = 16
-    join_partitions: int = 1
     tail: bool = True
     batch_size: int = 1000
     limits: Limits = field(default_factory=Limits)
     keep_epochs: int = 8
     fetch_wait_ms: int = 5
-    # Idle entities (older than the horizon plus lateness) are deleted once per this much event
-    # time. A sweep reads every entity of a partition, so it is amortised over a week; idle
-    # records live at most that much longer. Sweeps never change a feature value.
+    consumer_overrides: dict[str, str] = field(default_factory=dict)  # librdkafka, merged last
+    # A caught-up partition holds the merge back at most this long (see fraudstream.reader).
+    idle_grace_ms: int = 200
+    offset_policy: OffsetPolicy = "fail"
+    max_buffered: int = 20_000
+    max_dead_letter_bytes: int = 256 * 1024
+    # Idle entities (older than the horizon plus lateness) are deleted once per this much
+    # maintenance-clock time; a sweep never changes a feature value.
     sweep_every_ms: int = 7 * DAY_MS
+    label_hold_ms: int = 7 * DAY_MS
+    clock_step_ms: int = DEFAULT_STEP_MS
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
 
     def __post_init__(self) -> None:
-        if self.partitions < 1 or self.join_partitions < 1 or self.batch_size < 1:
-            raise ValueError("partitions, join_partitions and batch_size must be >= 1")
+        if self.partitions < 1 or self.batch_size < 1:
+            raise ValueError("partitions and batch_size must be >= 1")
+        if self.max_dead_letter_bytes < 1024:
+            raise ValueError("max_dead_letter_bytes must be >= 1024")
+
+    def reader_config(self) -> ReaderConfig:
+        return ReaderConfig(
+            consumer=self.kafka.confluent_config(),
+            transactions_topic=self.topics.transactions,
+            labels_topic=self.topics.labels,
+            tail=self.tail,
+            batch_size=self.batch_size,
+            idle_grace_ms=self.idle_grace_ms,
+            label_delay_ms=self.feature_set.label_delay_ms,
+            offset_policy=self.offset_policy,
+            max_buffered=self.max_buffered,
+            limits=self.limits,
+            fetch_wait_ms=self.fetch_wait_ms,
+            consumer_overrides=self.consumer_overrides,
+            clock_ms=self.clock_ms,
+        )
 
 
 # Stores stay open for the life of the process; reopening a path closes the old handle first
@@ -98,12 +142,13 @@ class FlowConfig:
 _OPEN_STORES: dict[str, RocksKV] = {}
 
 
-def _open_kv(path: Path) -> RocksKV:
+def _open_store(cfg: FlowConfig, name: str, resume: int | None, fmt: bytes) -> EpochStore:
+    path = cfg.state_dir / name
     old = _OPEN_STORES.pop(str(path), None)
     if old is not None:
         old.close()
     kv = _OPEN_STORES[str(path)] = RocksKV(path)
-    return kv
+    return EpochStore(kv, resume_epoch=resume, keep_epochs=cfg.keep_epochs, format_tag=fmt)
 
 
 def close_stores() -> None:
@@ -113,286 +158,256 @@ def close_stores() -> None:
         kv.close()
 
 
-def _dlq_message(msg: Any, rejected: Rejected, dlq_topic: str) -> KafkaSinkMessage:
-    headers = [
-        ("dlq.reason", rejected.reason.encode()),
-        ("dlq.detail", rejected.detail.encode()),
-        ("dlq.topic", str(msg.topic).encode()),
-        ("dlq.partition", str(msg.partition).encode()),
-        ("dlq.offset", str(msg.offset).encode()),
-    ]
-    DLQ.labels(dlq_topic, rejected.reason.split(":")[0]).inc()
-    return KafkaSinkMessage(key=msg.key, value=msg.value or b"", topic=dlq_topic, headers=headers)
+def _dead(cfg: FlowConfig, rec: Received, reason: str, detail: str) -> OutMessage:
+    topic = (
+        cfg.topics.transactions_dlq
+        if rec.topic == cfg.topics.transactions
+        else cfg.topics.labels_dlq
+    )
+    return dead_letter(
+        topic,
+        key=rec.key,
+        value=rec.raw,
+        reason=reason,
+        detail=detail,
+        source=(rec.topic, rec.partition, rec.offset),
+        max_bytes=cfg.max_dead_letter_bytes,
+    )
 
 
-class _PartitionLogic(StatefulBatchLogic):
-    """A state partition: its RocksDB store opened lazily (the builder is not told its key)."""
+class _IngestLogic(StatefulBatchLogic):
+    """Single key: every record passes here in order (see fraudstream.state.ingest)."""
 
-    family = ""
-    format_tag = b""
+    def __init__(self, cfg: FlowConfig, resume: int | None, probe: Any) -> None:
+        self.cfg = cfg
+        self.store = _open_store(cfg, "ingest", resume, INDEX_FORMAT)
+        self.ingest = Ingest(
+            cfg.feature_set,
+            self.store,
+            label_hold_ms=cfg.label_hold_ms,
+            clock_step_ms=cfg.clock_step_ms,
+        )
+        self.probe = probe
+        self._stats = (0, 0, 0)
+
+    def on_batch(self, values: list[list[Received]]) -> tuple[list[Any], bool]:
+        cfg, fs = self.cfg, self.cfg.feature_set
+        LAST_BATCH.set(time.time())
+        out: list[Any] = []
+        recs: list[Received] = []
+        for batch in values:
+            if self.probe is not None:
+                self.probe(batch)
+            for rec in batch:
+                if rec.kind == K_DLQ:
+                    assert isinstance(rec.value, Rejected)
+                    out.append(("x", _dead(cfg, rec, rec.value.reason, rec.value.detail)))
+                else:
+                    recs.append(rec)
+        n_tx = sum(1 for r in recs if r.kind == K_TX)
+        EVENTS.labels(cfg.topics.transactions).inc(n_tx)
+        EVENTS.labels(cfg.topics.labels).inc(len(recs) - n_tx)
+        result = self.ingest.process([r.value for r in recs])
+        n = cfg.partitions
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for o in result.ops:
+            groups[partition_of(o[2], n)].append(o)
+        items: list[Any] = []
+        for ev in result.events:
+            kind = ev[0]
+            if kind == EV_TX:
+                rec = recs[ev[1]]
+                tx = rec.value
+                meta = {
+                    "event_time_ms": tx.event_time_ms,
+                    "source": {
+                        "topic": rec.topic,
+                        "partition": rec.partition,
+                        "offset": rec.offset,
+                    },
+                    "ingest_ms": rec.timestamp_ms,
+                    "key": rec.key,
+                    "raw": rec.raw,
+                }
+                items.append(("tx", tx.tx_id, meta, base_features(fs, tx), ev[2], ev[3]))
+            elif kind == EV_DUPLICATE:
+                rec = recs[ev[1]]
+                meta = {
+                    "source": {
+                        "topic": rec.topic,
+                        "partition": rec.partition,
+                        "offset": rec.offset,
+                    },
+                    "key": rec.key,
+                    "raw": rec.raw,
+                }
+                items.append(("dup", rec.value.tx_id, meta, ev[2]))
+            elif kind == EV_CONFLICT:
+                rec = recs[ev[1]]
+                detail = "tx_id seen before with other content"
+                out.append(("x", _dead(cfg, rec, "duplicate_conflict", detail)))
+            elif kind == EV_LEARN:
+                items.append(("learn", *ev[1:]))
+        for p, ops in groups.items():
+            out.append(("e", (f"e{p}", (p, ops))))
+        if items:
+            out.append(("d", ("decide", ("items", items))))
+        self._report()
+        return out, self.RETAIN
+
+    def _report(self) -> None:
+        s = self.ingest.stats
+        now = (s.labels_matched, s.labels_noop, s.labels_expired)
+        for name, a, b in zip(("matched", "noop", "expired"), now, self._stats, strict=True):
+            if a > b:
+                LABELS.labels(name).inc(a - b)
+        self._stats = now
+
+    def snapshot(self) -> int:
+        return self.store.commit_epoch()
+
+
+class _EntityLogic(StatefulBatchLogic):
+    """A state partition: its store opened on the first batch (the builder is not told its key)."""
 
     def __init__(self, cfg: FlowConfig, resume: int | None) -> None:
         self.cfg = cfg
         self.resume = resume
-        self.store: EpochStore | None = None
+        self.part: EntityPartition | None = None
 
-    def _open(self, pid: int) -> EpochStore:
-        kv = _open_kv(self.cfg.state_dir / self.family / f"p{pid:04d}")
-        return EpochStore(
-            kv,
-            resume_epoch=self.resume,
-            keep_epochs=self.cfg.keep_epochs,
-            format_tag=self.format_tag,
-        )
-
-    def snapshot(self) -> int | None:
-        return self.resume if self.store is None else self.store.commit_epoch()
-
-
-class _EntityLogic(_PartitionLogic):
-    """Entity state partition: features for transaction ops, fraud ops applied."""
-
-    family = "entities"
-    format_tag = ENTITY_FORMAT
-    part: EntityPartition
-
-    def snapshot(self) -> int | None:
-        if self.store is not None:
-            # Batches already write through; this keeps "the store holds the epoch" explicit.
-            self.part.flush()
-        return super().snapshot()
-
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if self.store is None:
-            self.store = self._open(values[0][0])
+    def on_batch(self, values: list[tuple[int, list[Any]]]) -> tuple[list[Any], bool]:
+        part = self.part
+        if part is None:
+            store = _open_store(
+                self.cfg, f"entities/p{values[0][0]:04d}", self.resume, ENTITY_FORMAT
+            )
             # Encoded cache: measured 16-22% faster in the flow than keeping decoded histories
             # (fewer, shorter GC passes over a long-lived heap).
-            self.part = EntityPartition(
+            part = self.part = EntityPartition(
                 self.cfg.feature_set,
-                self.store,
+                store,
                 sweep_every_ms=self.cfg.sweep_every_ms,
                 keep_decoded=False,
             )
-        outputs = self.part.process([o for _, batch in values for o in batch])
+        result = part.process([o for _, ops in values for o in ops])
         # Write through after every batch: flushing only at snapshots wrote an epoch's worth of
-        # entities at once and showed as a latency spike every epoch (p99 at 2k ev/s: 178 ms
-        # per batch vs 435 ms per epoch); the cache still saves the reads and decodes.
+        # entities at once and showed as a latency spike every epoch.
+        part.flush()
+        errors = [(o[3], reason) for o, reason in result.errors if o[0] == 0]
+        if result.errors:
+            STEP_ERRORS.labels("entities").inc(len(result.errors))
+            for o, reason in result.errors:
+                log.error("entity op failed (%s): %s", o[:4], reason)
+        return [("parts", result.values, errors)], self.RETAIN
+
+    def snapshot(self) -> int | None:
+        if self.part is None:
+            return self.resume
         self.part.flush()
-        groups: dict[int, list[Any]] = defaultdict(list)
-        jp = self.cfg.join_partitions
-        for item in outputs:
-            groups[partition_of(item[0], jp)].append(item)
-        return [(f"j{j}", (j, "parts", items)) for j, items in groups.items()], self.RETAIN
-
-
-class _IndexLogic(_PartitionLogic):
-    """Transaction index partition: turns late labels into fraud ops for entity partitions."""
-
-    family = "txindex"
-    format_tag = INDEX_FORMAT
-    part: IndexPartition
-
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        if self.store is None:
-            self.store = self._open(values[0][0])
-            self.part = IndexPartition(self.store, ttl_ms=self.cfg.feature_set.horizon_ms())
-        stats = self.part.stats
-        before = (stats.labels_matched, stats.labels_unmatched)
-        fraud_ops = self.part.process([o for _, batch in values for o in batch])
-        LABELS.labels("matched").inc(stats.labels_matched - before[0])
-        LABELS.labels("unmatched").inc(stats.labels_unmatched - before[1])
-        groups: dict[int, list[Any]] = defaultdict(list)
-        n = self.cfg.partitions
-        for fop in fraud_ops:
-            groups[partition_of(fop[2], n)].append(fop)
-        return [(f"e{p}", (p, ops)) for p, ops in groups.items()], self.RETAIN
+        return self.part.store.commit_epoch()
 
 
 class _DecideLogic(StatefulBatchLogic):
-    """Joins base rows with entity parts, scores complete transactions in one batch call."""
+    """Single key: joins, scores and emits in input order (see fraudstream.models.decide)."""
 
-    def __init__(self, cfg: FlowConfig, model: Any, resume: dict[str, list[Any]] | None) -> None:
+    def __init__(self, cfg: FlowConfig, model: Any, resume: dict[str, Any] | None) -> None:
         self.cfg = cfg
-        self.model = model
-        self.pending: dict[str, list[Any]] = dict(resume or {})
-        fs = cfg.feature_set
-        self.fs_meta = {"name": fs.name, "version": fs.version, "fingerprint": fs.fingerprint}
+        resume = resume or {}
+        self.store = _open_store(cfg, "decisions", resume.get("epoch"), DECISIONS_FORMAT)
+        self.decider = Decider(
+            cfg.feature_set,
+            model,
+            decisions=DecisionStore(self.store, ttl_ms=cfg.feature_set.horizon_ms()),
+            clock_ms=cfg.clock_ms,
+        )
+        self.decider.push(resume.get("queue", ()))
 
-    def on_batch(self, values: list[Any]) -> tuple[list[Any], bool]:
-        pending = self.pending
-        complete: list[list[Any]] = []
-        for _, kind, items in values:
-            if kind == "base":
-                for tx_id, meta, base, n_parts in items:
-                    entry = pending.get(tx_id)
-                    if entry is None:
-                        entry = pending[tx_id] = [None, None, {}, 0]
-                    entry[0], entry[1], entry[3] = meta, base, n_parts
-                    if len(entry[2]) == n_parts:
-                        complete.append(entry)
-                        del pending[tx_id]
+    def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
+        decider = self.decider
+        for value in values:
+            if value[0] == "items":
+                decider.push(value[1])
             else:
-                for tx_id, plan, vals in items:
-                    entry = pending.get(tx_id)
-                    if entry is None:
-                        entry = pending[tx_id] = [None, None, {}, -1]
-                    entry[2][plan] = vals
-                    if len(entry[2]) == entry[3]:
-                        complete.append(entry)
-                        del pending[tx_id]
-        if not complete:
-            return [], self.RETAIN
-        fs = self.cfg.feature_set
-        rows = [assemble(fs, e[1], e[2]) for e in complete]  # floats: logged as they are
-        X = np.array(rows, dtype=np.float64)
-        loaded = self.model
-        scores = loaded.champion.score_many(X)
-        SCORE_BATCH.observe(len(complete))
-        thresholds = loaded.manifest["thresholds"]
-        acts = actions(scores, thresholds)
-        now = self.cfg.clock_ms()
-        out = []
-        topic = self.cfg.topics.decisions
-        for entry, row, score, action in zip(complete, rows, scores.tolist(), acts, strict=True):
-            meta = entry[0]
-            record = {
-                "tx_id": meta["tx_id"],
-                "event_time_ms": meta["event_time_ms"],
-                "decided_at_ms": now,
-                "ingested_at_ms": meta["ingest_ms"],
-                "source": meta["source"],
-                "feature_set": self.fs_meta,
-                "features": row,
-                "champion": {"version": loaded.version, "score": score},
-                "action": action,
-                "thresholds": thresholds,
-            }
-            out.append(
-                KafkaSinkMessage(
-                    key=meta["tx_id"].encode(), value=orjson.dumps(record), topic=topic
+                decider.push([value])
+        batches = len(decider.scored_batches)
+        outs = decider.drain()
+        for rows in decider.scored_batches[batches:]:
+            SCORE_BATCH.observe(rows)
+        del decider.scored_batches[:]
+        cfg = self.cfg
+        topic = cfg.topics.decisions
+        msgs: list[Any] = []
+        actions: dict[str, int] = defaultdict(int)
+        latencies = []
+        now = cfg.clock_ms()
+        for out in outs:
+            if out[0] == "decision":
+                _, tx_id, record, action, ingest_ms = out
+                msgs.append(
+                    OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq)
                 )
-            )
-        for action in set(acts):
-            DECISIONS.labels(action).inc(acts.count(action))
-        ingest = np.array([e[0]["ingest_ms"] for e in complete], dtype=np.float64)
-        ingest = ingest[ingest > 0]  # records without a producer timestamp have no latency
-        LATENCY.observe_many(np.maximum(0.0, (now - ingest) / 1000.0))
-        return out, self.RETAIN
+                if action is not None:
+                    actions[action] += 1
+                    if ingest_ms > 0:
+                        latencies.append(now - ingest_ms)
+            else:
+                _, meta, reason, detail = out
+                STEP_ERRORS.labels("decide" if "decide" in reason else "entities").inc()
+                src = meta["source"]
+                msgs.append(
+                    dead_letter(
+                        cfg.topics.transactions_dlq,
+                        key=meta.get("key"),
+                        value=meta.get("raw"),
+                        reason=reason,
+                        detail=detail,
+                        source=(src["topic"], src["partition"], src["offset"]),
+                        max_bytes=cfg.max_dead_letter_bytes,
+                    )
+                )
+        for action, count in actions.items():
+            DECISIONS.labels(action).inc(count)
+        if latencies:
+            LATENCY.observe_many(np.maximum(0.0, np.asarray(latencies, dtype=np.float64) / 1000.0))
+        return msgs, self.RETAIN
 
-    def snapshot(self) -> dict[str, list[Any]]:
-        # Every part of a transaction is produced in the epoch of its input record, so this is
-        # empty at epoch boundaries; it is kept for exactness anyway.
-        return {k: [v[0], v[1], dict(v[2]), v[3]] for k, v in self.pending.items()}
+    def snapshot(self) -> dict[str, Any]:
+        # Every part of a transaction is produced in the epoch of its input record, so the queue
+        # is empty at epoch boundaries; it is kept for exactness anyway.
+        return {"epoch": self.store.commit_epoch(), "queue": self.decider.queue_items()}
 
 
 def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -> Dataflow:
-    """Build the dataflow. ``probe`` (tests only) sees every parsed transaction batch."""
-    fs = cfg.feature_set
-    topics = cfg.topics
-    brokers = cfg.kafka.bootstrap_servers.split(",")
-    # Low fetch wait: the broker answers a fetch as soon as data exists or after this many ms;
-    # librdkafka's 500 ms default shows up directly as idle-time latency.
-    consumer_conf = {**cfg.kafka.confluent_config(), "fetch.wait.max.ms": str(cfg.fetch_wait_ms)}
-    loaded = ModelRegistry(cfg.model_registry).load(cfg.model_version, feature_set=fs)
-    n_parts, n_join = cfg.partitions, cfg.join_partitions
-    limits = cfg.limits
-
+    """Build the dataflow. ``probe`` (tests only) sees every input batch before ingest."""
+    loaded = ModelRegistry(cfg.model_registry).load(cfg.model_version, feature_set=cfg.feature_set)
     flow = Dataflow("fraudstream")
-    tx_in = op.input(
-        "transactions_in",
-        flow,
-        KafkaSource(
-            brokers,
-            [topics.transactions],
-            tail=cfg.tail,
-            add_config=consumer_conf,
-            batch_size=cfg.batch_size,
-        ),
+    batches = op.input("input", flow, OrderedSource(cfg.reader_config()))
+    keyed = op.map("to_ingest", batches, lambda batch: ("ingest", batch))
+    ingested = op.stateful_batch("ingest", keyed, lambda s: _IngestLogic(cfg, s, probe))
+    items = op.map("ingest_items", ingested, lambda kv: kv[1])
+    is_entity = op.branch("is_entity_op", items, lambda v: v[0] == "e")
+    parts = op.stateful_batch(
+        "entities",
+        op.map("entity_ops", is_entity.trues, lambda v: v[1]),
+        lambda s: _EntityLogic(cfg, s),
     )
-    labels_in = op.input(
-        "labels_in",
-        flow,
-        KafkaSource(
-            brokers, [topics.labels], tail=cfg.tail, add_config=consumer_conf, batch_size=1000
-        ),
+    is_decide = op.branch("is_decide_item", is_entity.falses, lambda v: v[0] == "d")
+    decide_in = op.merge(
+        "decide_in",
+        op.map("to_decide", is_decide.trues, lambda v: v[1]),
+        op.map("parts_to_decide", parts, lambda kv: ("decide", kv[1])),
     )
-
-    def parse_transactions(batch: list[Any]) -> list[Any]:
-        now = cfg.clock_ms()
-        LAST_BATCH.set(now / 1000.0)
-        EVENTS.labels(topics.transactions).inc(len(batch))
-        out: list[Any] = []
-        ents: dict[int, list[Any]] = defaultdict(list)
-        index: dict[int, list[Any]] = defaultdict(list)
-        base: dict[int, list[Any]] = defaultdict(list)
-        for msg in batch:
-            tx = parse_transaction(msg.value, now_ms=now, limits=limits)
-            if isinstance(tx, Rejected):
-                out.append(("dlq", _dlq_message(msg, tx, topics.transactions_dlq)))
-                continue
-            ops, index_op = split_transaction(fs, tx)
-            for o in ops:
-                ents[partition_of(o[2], n_parts)].append(o)
-            if index_op is not None:
-                index[partition_of(tx.tx_id, n_parts)].append(index_op)
-            ts = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else 0
-            meta = {
-                "tx_id": tx.tx_id,
-                "event_time_ms": tx.event_time_ms,
-                "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
-                "ingest_ms": ts,
-            }
-            base[partition_of(tx.tx_id, n_join)].append(
-                (tx.tx_id, meta, base_features(fs, tx), len(ops))
-            )
-        if probe is not None:
-            probe(batch)
-        out += [("e", (f"e{p}", (p, o))) for p, o in ents.items()]
-        out += [("x", (f"x{p}", (p, o))) for p, o in index.items()]
-        out += [("j", (f"j{j}", (j, "base", rows))) for j, rows in base.items()]
-        return out
-
-    def parse_labels(batch: list[Any]) -> list[Any]:
-        EVENTS.labels(topics.labels).inc(len(batch))
-        out: list[Any] = []
-        groups: dict[int, list[Any]] = defaultdict(list)
-        for msg in batch:
-            label = parse_label(msg.value, limits=limits)
-            if isinstance(label, Rejected):
-                out.append(("dlq", _dlq_message(msg, label, topics.labels_dlq)))
-                continue
-            groups[partition_of(label.tx_id, n_parts)].append(
-                (OP_LABEL, label.tx_id, label.label, label.label_time_ms)
-            )
-        out += [("x", (f"x{p}", (p, o))) for p, o in groups.items()]
-        return out
-
-    tx_items = op.flat_map_batch("parse_transactions", tx_in, parse_transactions)
-    label_items = op.flat_map_batch("parse_labels", labels_in, parse_labels)
-    items = op.merge("all_items", tx_items, label_items)
-    dlq_split = op.branch("is_dlq", items, lambda kv: kv[0] == "dlq")
-    dlq = op.map("dlq_messages", dlq_split.trues, lambda kv: kv[1])
-    routed = dlq_split.falses
-    ent_split = op.branch("is_entity_op", routed, lambda kv: kv[0] == "e")
-    rest = op.branch("is_index_op", ent_split.falses, lambda kv: kv[0] == "x")
-    entity_in = op.map("entity_ops", ent_split.trues, lambda kv: kv[1])
-    index_in = op.map("index_ops", rest.trues, lambda kv: kv[1])
-    base_in = op.map("base_rows", rest.falses, lambda kv: kv[1])
-
-    fraud_ops = op.stateful_batch("tx_index", index_in, lambda s: _IndexLogic(cfg, s))
-    entity_all = op.merge("entity_all", entity_in, op.map("fraud_ops", fraud_ops, lambda kv: kv[1]))
-    parts = op.stateful_batch("entities", entity_all, lambda s: _EntityLogic(cfg, s))
-    join_in = op.merge("join_in", base_in, op.map("parts", parts, lambda kv: kv[1]))
-    decisions = op.stateful_batch("decide", join_in, lambda s: _DecideLogic(cfg, loaded, s))
-    out = op.merge("out", op.map("decisions", decisions, lambda kv: kv[1]), dlq)
-    op.output(
-        "kafka_out",
-        out,
+    decided = op.stateful_batch("decide", decide_in, lambda s: _DecideLogic(cfg, loaded, s))
+    out = op.merge(
+        "out",
+        op.map("decisions", decided, lambda kv: ("out", kv[1])),
+        op.map("dead_letters", is_decide.falses, lambda v: ("out", v[1])),
+    )
+    producer = {
+        **cfg.kafka.confluent_config(producer=True),
         # The decision log is the event log: every write acknowledged by all in-sync replicas.
-        KafkaSink(
-            brokers,
-            None,
-            add_config={**cfg.kafka.confluent_config(producer=True), "acks": "all"},
-        ),
-    )
+        "acks": "all",
+        "linger.ms": "2",
+    }
+    op.output("kafka_out", out, KafkaOut(producer, max_dead_letter_bytes=cfg.max_dead_letter_bytes))
     return flow

@@ -115,19 +115,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         print(f"wrote {n} transactions, {m} labels, {len(sim.fraud)} frauds to {out}")
     else:
-        from fraudstream.kafka import create_topics, produce
+        from fraudstream.kafka import create_topics, produce_streams
 
         settings = _settings(args)
         create_topics(settings, {args.transactions_topic: args.partitions, args.labels_topic: 1})
-        n = produce(
+        stamp: Any = args.stamp or ("now" if args.rate else "event")
+        n, m = produce_streams(
             settings,
             args.transactions_topic,
+            args.labels_topic,
             sim.transactions,
-            key=lambda r: r["account_id"],
+            sim.labels,
+            stamp=stamp,
             rate_per_s=args.rate,
         )
-        m = produce(settings, args.labels_topic, sim.labels, key=lambda r: r["tx_id"])
-        print(f"produced {n} transactions and {m} labels")
+        print(f"produced {n} transactions and {m} labels (timestamps: {stamp})")
     return 0
 
 
@@ -244,43 +246,80 @@ def _flow_config(args: argparse.Namespace) -> Any:
         model_version=args.model_version,
         state_dir=Path(args.state_dir),
         partitions=args.partitions,
-        join_partitions=args.join_partitions,
         tail=not args.no_tail,
         batch_size=args.batch_size,
+        idle_grace_ms=args.idle_grace_ms,
+        offset_policy=args.offset_policy,
+        max_dead_letter_bytes=args.max_dead_letter_bytes,
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from fraudstream.flows.run import ensure_recovery_dir, run_flow
-    from fraudstream.metrics import serve_metrics
+def _run_local_cluster(args: argparse.Namespace) -> int:
+    """``--processes N``: N processes of one Bytewax cluster on loopback ports.
 
-    recovery = None if args.no_recovery else Path(args.recovery_dir)
-    if args.processes > 1 and not args.addresses:
-        # Local scale-out: N processes of one Bytewax cluster on loopback ports.
-        if recovery is not None:
-            ensure_recovery_dir(recovery)
-        from fraudstream.broker import _free_port
+    The parent holds the directory locks for the whole cluster (its children inherit them),
+    forwards SIGTERM and SIGINT to its children, and stops the others when one fails; each child
+    is killed by the kernel if the parent dies (no orphans).
+    """
+    import signal
 
+    from fraudstream.broker import _death_signal_preexec, _free_port
+    from fraudstream.flows.run import LOCKS_HELD_ENV, dir_locks, ensure_recovery_dir
+
+    dirs = [Path(args.state_dir)] + ([] if args.no_recovery else [Path(args.recovery_dir)])
+    with dir_locks(dirs) as fds:
+        if not args.no_recovery:
+            ensure_recovery_dir(Path(args.recovery_dir))
         addrs = ",".join(f"127.0.0.1:{_free_port('127.0.0.1')}" for _ in range(args.processes))
-        argv = [a for a in sys.argv[1:]]
+        env = {**os.environ, LOCKS_HELD_ENV: "1"}
         children = [
             subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "fraudstream",
-                    *argv,
+                    *args._argv,
                     "--processes",
                     "1",
                     "-a",
                     addrs,
                     "-i",
                     str(i),
-                ]
+                ],
+                env=env,
+                pass_fds=fds,
+                preexec_fn=_death_signal_preexec(),
             )
             for i in range(args.processes)
         ]
-        return max(c.wait() for c in children)
+
+        def forward(signum: int, _frame: Any) -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        codes: list[int] = []
+        while len(codes) < len(children):
+            pid, status = os.wait()
+            code = os.waitstatus_to_exitcode(status)
+            for child in children:
+                if child.pid == pid:
+                    child.returncode = code
+                    codes.append(code)
+            if code != 0:
+                forward(signal.SIGTERM, None)
+        return max(abs(c) for c in codes)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fraudstream.flows.run import run_flow
+    from fraudstream.metrics import serve_metrics
+
+    if args.processes > 1 and not args.addresses:
+        return _run_local_cluster(args)
+    recovery = None if args.no_recovery else Path(args.recovery_dir)
     cfg = _flow_config(args)
     if args.metrics_port:
         serve_metrics(args.metrics_port + args.process_id, args.metrics_addr)
@@ -320,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--out-dir", help="write JSONL here instead of producing to Kafka")
     p.add_argument("--rate", type=float, default=None, help="events/s when producing")
+    p.add_argument(
+        "--stamp",
+        choices=["event", "now"],
+        default=None,
+        help="Kafka timestamps: each record's own time (a history; default without --rate) "
+        "or the producer's clock (a live stream; default with --rate)",
+    )
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--transactions-topic", default="transactions")
     p.add_argument("--labels-topic", default="labels")
@@ -395,8 +441,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-dir", default="var/recovery")
     p.add_argument("--no-recovery", action="store_true")
     p.add_argument("--partitions", type=int, default=16, help="virtual state partitions")
-    p.add_argument("--join-partitions", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument(
+        "--batch-size", type=int, default=1000, help="records read per poll of the consumer"
+    )
+    p.add_argument(
+        "--idle-grace-ms",
+        type=int,
+        default=200,
+        help="how long a caught-up input partition may hold the others back (ordering)",
+    )
+    p.add_argument(
+        "--offset-policy",
+        choices=["fail", "earliest", "latest"],
+        default="fail",
+        help="stored offsets outside the broker's log: stay unready, or reset and log",
+    )
+    p.add_argument(
+        "--max-dead-letter-bytes",
+        type=int,
+        default=256 * 1024,
+        help="dead-letter copies are truncated past this size (header dlq.truncated)",
+    )
     p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
     p.add_argument("--no-tail", action="store_true", help="stop at the end of the topics")
     p.add_argument("--processes", type=int, default=1, help="local Bytewax processes")
@@ -420,7 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = _apply_config_file(parser, sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _apply_config_file(parser, argv)
+    args._argv = list(argv)
     try:
         return int(args.func(args))
     except FraudstreamError as exc:

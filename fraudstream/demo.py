@@ -3,8 +3,8 @@
 1. start the embedded Kafka-protocol broker on a free loopback port;
 2. simulate a history, replay it into point-in-time features, train and register a champion;
 3. start the sidecar (``fraudstream run``, Bytewax with recovery and RocksDB state) as a process;
-4. produce a fresh simulated stream at a target rate, with some malformed records mixed in,
-   then its late labels;
+4. produce a fresh simulated stream at a target rate, with some malformed records mixed in and
+   its late labels interleaved as they were issued;
 5. read every decision and dead letter back and print a summary.
 """
 
@@ -22,7 +22,7 @@ import orjson
 from tqdm import tqdm
 
 from fraudstream.broker import EmbeddedBroker
-from fraudstream.kafka import Record, consume, create_topics, produce
+from fraudstream.kafka import Record, consume, create_topics, produce, produce_streams
 from fraudstream.simulate import SimConfig, generate
 
 __all__ = ["malformed_payloads", "run_demo", "start_sidecar"]
@@ -164,17 +164,21 @@ def run_demo(
             produce(settings, "transactions", [warm], key=lambda r: r["account_id"])
             consume(settings, "decisions", until=lambda r: len(r) >= 1, timeout_s=120)
             n_good = len(stream.transactions) + 1
-            print(f"[4/5] producing {len(records)} records at {rate:.0f}/s ({len(bad)} malformed)")
-            with tqdm(total=len(records), unit="ev", leave=False) as bar:
-                produce(
+            print(
+                f"[4/5] producing {len(records)} records at {rate:.0f}/s ({len(bad)} malformed) "
+                f"with their {len(stream.labels)} labels interleaved as they were issued"
+            )
+            with tqdm(total=len(records) + len(stream.labels), unit="ev", leave=False) as bar:
+                produce_streams(
                     settings,
                     "transactions",
+                    "labels",
                     records,
-                    key=lambda r: r["account_id"] if isinstance(r, dict) else None,
+                    stream.labels,
+                    stamp="now",
                     rate_per_s=rate,
                     progress=lambda sent: bar.update(sent - bar.n),
                 )
-            produce(settings, "labels", stream.labels, key=lambda r: r["tx_id"])
             print("[5/5] reading decisions back")
             with tqdm(total=n_good, unit="dec", leave=False) as bar:
 

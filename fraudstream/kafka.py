@@ -22,9 +22,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -42,10 +42,12 @@ __all__ = [
     "acreate_topics",
     "aend_offsets",
     "aproduce",
+    "aproduce_streams",
     "consume",
     "create_topics",
     "end_offsets",
     "produce",
+    "produce_streams",
 ]
 
 log = logging.getLogger(__name__)
@@ -401,6 +403,117 @@ def produce(
             acks=acks,
             compression=compression,
             linger_ms=linger_ms,
+            progress=progress,
+        )
+    )
+
+
+def _merged_by_time(
+    transactions: Iterable[bytes | dict[str, Any]], labels: Iterable[dict[str, Any]]
+) -> Iterator[tuple[bool, bytes | dict[str, Any], int | None]]:
+    """``(is_label, record, time)``: each label just before the first transaction at or after its
+    ``label_time_ms`` (as it would have been issued); raw bytes keep their place, without time."""
+    pending = sorted(labels, key=lambda lab: lab["label_time_ms"])
+    li = 0
+    for record in transactions:
+        t = record.get("event_time_ms") if isinstance(record, dict) else None
+        if isinstance(t, int):
+            while li < len(pending) and pending[li]["label_time_ms"] <= t:
+                yield True, pending[li], pending[li]["label_time_ms"]
+                li += 1
+        yield False, record, t if isinstance(t, int) else None
+    for lab in pending[li:]:
+        yield True, lab, lab["label_time_ms"]
+
+
+async def aproduce_streams(
+    settings: KafkaSettings,
+    transactions_topic: str,
+    labels_topic: str,
+    transactions: Iterable[bytes | dict[str, Any]],
+    labels: Iterable[dict[str, Any]],
+    *,
+    stamp: Literal["event", "now"] = "event",
+    rate_per_s: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Produce a transaction stream and its labels interleaved in time, as they happened.
+
+    Transactions are keyed by ``account_id``, labels by ``tx_id``. ``stamp="event"`` sets each
+    record's Kafka timestamp to its own time (``event_time_ms``/``label_time_ms``): a recorded
+    history loaded into Kafka, ordered by the sidecar exactly as a replay of the files orders it.
+    ``stamp="now"`` leaves the producer's clock (a live stream, e.g. at ``rate_per_s``). Returns
+    ``(transactions, labels)`` acknowledged.
+    """
+    if rate_per_s is not None and rate_per_s <= 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    producer = AIOKafkaProducer(
+        **settings.aiokafka_kwargs(),
+        acks="all",
+        compression_type="lz4",
+        linger_ms=5,
+        max_batch_size=8 * 1024,  # small record batches: consumers can fetch in small steps
+        max_request_size=16 * 1024 * 1024,
+    )
+    await producer.start()
+    counts = [0, 0]
+    pending: list[tuple[int, asyncio.Future[Any]]] = []
+    try:
+        start = time.monotonic()
+        for i, (is_label, record, t) in enumerate(_merged_by_time(transactions, labels)):
+            if rate_per_s is not None:
+                delay = start + i / rate_per_s - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if isinstance(record, bytes):
+                value, key = record, None
+            else:
+                value = orjson.dumps(record)
+                key_field = record.get("tx_id" if is_label else "account_id")
+                key = key_field.encode() if isinstance(key_field, str) else None
+            topic = labels_topic if is_label else transactions_topic
+            ts = t if stamp == "event" else None
+            pending.append(
+                (int(is_label), await producer.send(topic, value, key=key, timestamp_ms=ts))
+            )
+            if len(pending) >= _SEND_CHUNK:
+                await asyncio.gather(*(f for _, f in pending))
+                for kind, _ in pending:
+                    counts[kind] += 1
+                pending.clear()
+                if progress is not None:
+                    progress(counts[0] + counts[1])
+        await asyncio.gather(*(f for _, f in pending))
+        for kind, _ in pending:
+            counts[kind] += 1
+        if progress is not None:
+            progress(counts[0] + counts[1])
+    finally:
+        await producer.stop()
+    return counts[0], counts[1]
+
+
+def produce_streams(
+    settings: KafkaSettings,
+    transactions_topic: str,
+    labels_topic: str,
+    transactions: Iterable[bytes | dict[str, Any]],
+    labels: Iterable[dict[str, Any]],
+    *,
+    stamp: Literal["event", "now"] = "event",
+    rate_per_s: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Sync form of :func:`aproduce_streams`."""
+    return asyncio.run(
+        aproduce_streams(
+            settings,
+            transactions_topic,
+            labels_topic,
+            transactions,
+            labels,
+            stamp=stamp,
+            rate_per_s=rate_per_s,
             progress=progress,
         )
     )

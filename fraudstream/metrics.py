@@ -15,10 +15,13 @@ __all__ = [
     "DECISIONS",
     "DLQ",
     "EVENTS",
+    "INPUT",
     "LABELS",
     "LAST_BATCH",
     "LATENCY",
     "SCORE_BATCH",
+    "SINK",
+    "STEP_ERRORS",
     "BatchHistogram",
     "serve_metrics",
 ]
@@ -27,6 +30,68 @@ EVENTS = Counter("fraudstream_events_total", "Input records read", ["topic"])
 DLQ = Counter("fraudstream_dlq_total", "Records sent to a dead-letter topic", ["topic", "reason"])
 DECISIONS = Counter("fraudstream_decisions_total", "Decisions emitted", ["action"])
 LABELS = Counter("fraudstream_labels_total", "Labels by outcome", ["outcome"])
+
+
+class _InputMetrics:
+    """The ordered input reader's view of the broker (see fraudstream.reader)."""
+
+    def __init__(self) -> None:
+        self.buffered = Gauge(
+            "fraudstream_input_buffered_records", "Records read but not yet released in order"
+        )
+        self.late = Gauge(
+            "fraudstream_input_late_records",
+            "Records that reached an idle partition after its grace period (since start)",
+        )
+        self.future_capped = Counter(
+            "fraudstream_input_future_timestamps_total",
+            "Records stamped ahead of the wall clock by more than the grace period",
+        )
+        self.paused = Gauge("fraudstream_input_paused_partitions", "Partitions paused (ahead)")
+        self.lag = Gauge(
+            "fraudstream_consumer_lag_records",
+            "High watermark of the last fetch minus the next offset to read",
+            ["topic", "partition"],
+        )
+        self.errors = Counter(
+            "fraudstream_input_errors_total", "Consumer errors reported by the client", ["error"]
+        )
+        self.offset_out_of_range = Gauge(
+            "fraudstream_input_offset_out_of_range",
+            "1 when a partition's next offset was outside the broker's log",
+            ["topic", "partition"],
+        )
+        self.offset_resets = Counter(
+            "fraudstream_input_offset_resets_total",
+            "Offsets moved by the offset policy (earliest/latest)",
+            ["topic", "policy"],
+        )
+
+
+INPUT = _InputMetrics()
+
+
+class _SinkMetrics:
+    def __init__(self) -> None:
+        self.errors = Counter(
+            "fraudstream_sink_delivery_errors_total", "Failed deliveries (then retried)", ["error"]
+        )
+        self.dropped = Counter(
+            "fraudstream_sink_dropped_total", "Records the broker refused even after truncation"
+        )
+        self.flush_seconds = Histogram(
+            "fraudstream_sink_flush_seconds",
+            "Time the snapshot waited for every written record to be acknowledged",
+            buckets=(0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60),
+        )
+
+
+SINK = _SinkMetrics()
+STEP_ERRORS = Counter(
+    "fraudstream_processing_errors_total",
+    "Records that failed in a step and went to the dead-letter topic",
+    ["step"],
+)
 
 
 class BatchHistogram:

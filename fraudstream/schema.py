@@ -6,24 +6,33 @@ it into a dead-letter record with the original bytes and source coordinates.
 
 Transaction (topic ``transactions``, keyed by ``account_id``)
     required: ``tx_id`` (str), ``event_time_ms`` (int, epoch ms UTC), ``account_id`` (str),
-    ``amount`` (number >= 0, finite); optional: ``schema_version`` (1), ``card_id``,
-    ``terminal_id``, ``merchant_id``, ``mcc``, ``currency``, ``country``, ``device_id``, ``ip``,
-    ``channel`` (str or null; an empty string counts as missing). Unknown fields are ignored.
+    ``amount`` (number, finite, ``0`` or at least ``Limits.min_positive_amount``, not ``-0.0``);
+    optional: ``schema_version`` (1), ``card_id``, ``terminal_id``, ``merchant_id``, ``mcc``,
+    ``currency``, ``country``, ``device_id``, ``ip``, ``channel`` (str or null; an empty string
+    counts as missing). Unknown fields are ignored.
 
 Label (topic ``labels``)
     ``tx_id`` (str), ``label`` (0 or 1), ``label_time_ms`` (int), optional ``source`` (str).
+
+Identifiers and strings are 1-256 characters without control characters (``U+0000``-``U+001F``,
+``U+007F``). Times must lie within ``[now - max_past_ms, now + max_future_ms]``, where *now* is the
+Kafka record's timestamp when it has one (so that validation is a function of the record, not of
+when it is read) and the wall clock otherwise.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
 __all__ = [
+    "DECISION_SCHEMA_VERSION",
     "OPTIONAL_FIELDS",
+    "DecisionRecord",
     "Label",
     "Limits",
     "Rejected",
@@ -47,6 +56,7 @@ OPTIONAL_FIELDS = (
 )
 
 _MAX_ID_LEN = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,10 +67,13 @@ class Limits:
     max_past_ms: int = 10 * 365 * 86_400_000
     max_future_ms: int = 86_400_000
     max_amount: float = 1e12
+    min_positive_amount: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.max_past_ms <= 0 or self.max_future_ms < 0:
             raise ValueError(f"limits must be positive: {self!r}")
+        if not 0 < self.min_positive_amount < self.max_amount:
+            raise ValueError(f"need 0 < min_positive_amount < max_amount: {self!r}")
 
 
 @dataclass(slots=True)
@@ -121,6 +134,8 @@ def _id(obj: dict[str, object], name: str) -> str | Rejected:
         return Rejected(f"bad_type:{name}", f"expected string, got {type(value).__name__}")
     if not value or len(value) > _MAX_ID_LEN:
         return Rejected(f"bad_value:{name}", f"length {len(value)}")
+    if _CONTROL.search(value):
+        return Rejected(f"bad_value:{name}", "control character")
     return value
 
 
@@ -176,33 +191,37 @@ def validate_transaction(
     amount = float(amount)
     if not math.isfinite(amount):
         return Rejected("non_finite:amount")
-    if amount < 0:
+    if amount < 0 or math.copysign(1.0, amount) < 0:
         return Rejected("negative_amount", repr(amount))
-    if amount > limits.max_amount:
+    if amount > limits.max_amount or 0 < amount < limits.min_positive_amount:
         return Rejected("amount_out_of_range", repr(amount))
     optional: list[Any] = [obj.get(name) for name in OPTIONAL_FIELDS]
     for i, value in enumerate(optional):
-        if value is None or (type(value) is str and 0 < len(value) <= _MAX_ID_LEN):
+        if value is None or (
+            type(value) is str and 0 < len(value) <= _MAX_ID_LEN and not _CONTROL.search(value)
+        ):
             continue
         name = OPTIONAL_FIELDS[i]
         if value == "":
             optional[i] = None  # an empty optional field is an absent one
         elif type(value) is not str:
             return Rejected(f"bad_type:{name}", f"expected string, got {type(value).__name__}")
-        else:
+        elif len(value) > _MAX_ID_LEN:
             return Rejected(f"bad_value:{name}", f"length {len(value)}")
+        else:
+            return Rejected(f"bad_value:{name}", "control character")
     return Transaction(tx_id, t, account_id, amount, *optional)
 
 
-def parse_label(raw: bytes | None, *, limits: Limits) -> Label | Rejected:
-    """Validate one raw label payload."""
+def parse_label(raw: bytes | None, *, now_ms: int, limits: Limits) -> Label | Rejected:
+    """Validate one raw label payload; ``now_ms`` bounds its time as for transactions."""
     obj = _loads(raw, limits)
     if isinstance(obj, Rejected):
         return obj
-    return validate_label(obj)
+    return validate_label(obj, now_ms=now_ms, limits=limits)
 
 
-def validate_label(obj: dict[str, object]) -> Label | Rejected:
+def validate_label(obj: dict[str, object], *, now_ms: int, limits: Limits) -> Label | Rejected:
     """Validate an already decoded JSON label object."""
     tx_id = _id(obj, "tx_id")
     if isinstance(tx_id, Rejected):
@@ -217,8 +236,50 @@ def validate_label(obj: dict[str, object]) -> Label | Rejected:
         return Rejected("missing_field:label_time_ms")
     if not _is_int(t):
         return Rejected("bad_type:label_time_ms")
+    assert isinstance(t, int)
+    if t < now_ms - limits.max_past_ms or t > now_ms + limits.max_future_ms:
+        return Rejected("label_time_out_of_range", f"{t} vs now {now_ms}")
     source = obj.get("source")
     if source is not None and type(source) is not str:
         return Rejected("bad_type:source")
+    if isinstance(source, str) and (len(source) > _MAX_ID_LEN or _CONTROL.search(source)):
+        return Rejected("bad_value:source")
     assert isinstance(label, int) and isinstance(t, int)
     return Label(tx_id, label, t, source if isinstance(source, str) else None)
+
+
+# --- output: the decision log (topic ``decisions``, keyed by tx_id) -----------------------
+
+DECISION_SCHEMA_VERSION = 2
+
+
+class SourceCoordinates(TypedDict):
+    topic: str
+    partition: int
+    offset: int
+
+
+class ModelScore(TypedDict):
+    version: str
+    score: float
+
+
+class DecisionRecord(TypedDict):
+    """One decision, as the sidecar writes it and replays, training sets and backtests read it.
+
+    ``features`` are the values the models saw, in ``feature_set``'s order; ``decided_at_ms`` is
+    the wall clock of the decision (an exact re-delivery of a transaction re-emits the original
+    record, this field included); ``ingested_at_ms`` is the input record's Kafka timestamp.
+    """
+
+    schema_version: int
+    tx_id: str
+    event_time_ms: int
+    decided_at_ms: int
+    ingested_at_ms: int
+    source: SourceCoordinates
+    feature_set: dict[str, Any]
+    features: list[float]
+    champion: ModelScore
+    action: str
+    thresholds: dict[str, float]

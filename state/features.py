@@ -15,7 +15,10 @@ whole resolution units before windowing):
   out-of-order event lands in the right buckets; an event never sees an event with a later time.
 * A delayed window with delay ``d`` covers ``(t - d - w, t - d]``: ``nb_tx`` counts the entity's
   transactions there, ``nb_fraud`` those whose fraud label has ``label_time_ms <= t`` (ms
-  precision), and ``risk = nb_fraud / nb_tx`` (0 when ``nb_tx`` is 0).
+  precision) and took effect before the transaction, and ``risk = nb_fraud / nb_tx`` (0 when
+  ``nb_tx`` is 0). A label takes effect ``label_delay_ms`` after its record's timestamp in the
+  input's order (:mod:`fraudstream.order`; replays of files use ``label_time_ms``): a quiet labels
+  topic then never holds transactions back.
 
 Imputation (part of the feature set, so training and serving agree): when the entity's field is
 missing from the event, every feature of that plan takes its ``imputed`` value (0 for counts,
@@ -127,6 +130,7 @@ class FeatureSet:
     agg_names: tuple[tuple[str, str], ...] = ()
     resolution_ms: int = 1000
     allowed_lateness_ms: int = DAY_MS
+    label_delay_ms: int = 1000
     max_buckets: int = 512
     max_seen_values: int = 16
     feature_names: tuple[str, ...] = field(init=False)
@@ -137,6 +141,8 @@ class FeatureSet:
             raise ValueError("version must be >= 1")
         if self.resolution_ms <= 0 or self.max_buckets < 16:
             raise ValueError("resolution_ms must be > 0 and max_buckets >= 16")
+        if self.label_delay_ms < 0 or self.allowed_lateness_ms < 0:
+            raise ValueError("label_delay_ms and allowed_lateness_ms must be >= 0")
         entities = [p.entity for p in self.plans]
         if len(set(entities)) != len(entities):
             raise ValueError(f"duplicate entity plans: {entities}")

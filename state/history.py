@@ -161,15 +161,21 @@ class History:
                 for v in [v for v, ms in values.items() if ms <= cutoff_ms]:
                     del values[v]
 
-    def coarsen(self, max_buckets: int, units_per_s: float) -> None:
-        """Merge old buckets tier by tier until at most 3/4 of ``max_buckets`` remain."""
+    def coarsen(self, max_buckets: int, units_per_s: float, ref: int | None = None) -> None:
+        """Merge old buckets tier by tier until at most 3/4 of ``max_buckets`` remain.
+
+        Ages count back from ``ref`` (default: the newest bucket; the maintenance clock when
+        the newest event may be an outlier); the last, age-free tiers merge everything so that
+        the budget always holds.
+        """
         target = max_buckets * 3 // 4
+        now = self.max_t if ref is None else min(ref, self.max_t)
         for age_s, gran_s in _TIER_SPECS_S:
             if len(self.times) <= target:
                 return
             age = int(age_s * units_per_s)
             gran = max(1, int(gran_s * units_per_s))
-            self._merge_older_than(self.max_t - age, gran)
+            self._merge_older_than((now if age_s else self.max_t) - age, gran)
 
     def _merge_older_than(self, boundary: int, gran: int) -> None:
         """Merge buckets at or before ``boundary`` that share a ``gran``-aligned slot.

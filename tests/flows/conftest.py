@@ -7,7 +7,7 @@ import time
 import pytest
 
 from fraudstream.flows.scoring import FlowConfig, Topics
-from fraudstream.kafka import create_topics
+from fraudstream.kafka import create_topics, produce_streams
 from fraudstream.replay.training import train_from_streams
 from fraudstream.simulate import SimConfig, generate
 from fraudstream.state.features import default_feature_set
@@ -48,6 +48,7 @@ def topics(kafka_settings, unique_topic):
 
 
 DAY_MS = 86_400_000
+SMALL_FETCHES = {"max.partition.fetch.bytes": "8192"}
 
 
 def recent_stream(*, seed: int, customers: int, days: int, days_ago: int):
@@ -64,14 +65,17 @@ def recent_stream(*, seed: int, customers: int, days: int, days_ago: int):
     )
 
 
-def labels_after_stream(sim) -> list[dict]:
-    """The stream's labels, each issued no earlier than just after its last transaction.
-
-    The live flow cannot order two topics against each other; labels that no feature can see yet
-    make runs comparable whatever the arrival order.
-    """
-    end = max(tx["event_time_ms"] for tx in sim.transactions)
-    return [{**lab, "label_time_ms": max(lab["label_time_ms"], end + 1)} for lab in sim.labels]
+def load_history(settings, t: Topics, sim, transactions=None) -> None:
+    """Produce a simulated history as it happened: labels interleaved with transactions in time,
+    every record stamped with its own time (the order the sidecar and a file replay both use)."""
+    produce_streams(
+        settings,
+        t.transactions,
+        t.labels,
+        sim.transactions if transactions is None else transactions,
+        sim.labels,
+        stamp="event",
+    )
 
 
 @pytest.fixture
@@ -88,6 +92,8 @@ def flow_config(kafka_settings, registry):
             partitions=4,
             tail=False,
             batch_size=batch_size,
+            # small fetches: the merge releases a backlog in many steps (mid-stream crashes)
+            consumer_overrides=SMALL_FETCHES,
         )
 
     return make

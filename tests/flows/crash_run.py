@@ -28,6 +28,7 @@ def main() -> None:
         partitions=4,
         tail=False,
         batch_size=spec["batch_size"],
+        consumer_overrides=spec.get("consumer_overrides", {}),
     )
     seen = 0
 

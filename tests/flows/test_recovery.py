@@ -1,8 +1,8 @@
 """Abort the flow mid-stream, resume it, and compare with an uninterrupted run.
 
-The input has one partition so both runs see the same order; labels are issued after the whole
-stream so their arrival order cannot change any feature. Decisions are compared de-duplicated by
-tx_id (delivery is at-least-once across a crash), state is compared record by record.
+Four input partitions, labels interleaved: the merge order makes every run apply the same
+records in the same order, so decisions (re-emitted ones included) and the stored entity state
+must equal the uninterrupted run's exactly.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ from pathlib import Path
 import orjson
 
 from fraudstream.flows.run import run_flow
-from fraudstream.kafka import consume, create_topics, produce
+from fraudstream.kafka import consume, create_topics
 from fraudstream.state.history import decode
 from fraudstream.state.rocksdb import RocksKV
-from tests.flows.conftest import labels_after_stream, recent_stream
+from tests.flows.conftest import SMALL_FETCHES, load_history, recent_stream
 
-DAY_MS = 86_400_000
 CRASH_SCRIPT = Path(__file__).with_name("crash_run.py")
 
 
-def _state(state_dir: Path) -> dict:
+def entity_state(state_dir: Path) -> dict:
     out = {}
     for part in sorted((state_dir / "entities").iterdir()):
         kv = RocksKV(part)
@@ -38,7 +37,8 @@ def _state(state_dir: Path) -> dict:
     return out
 
 
-def _decisions(settings, topic: str) -> dict[str, tuple]:
+def decisions(settings, topic: str) -> dict[str, tuple]:
+    """Decisions by tx_id; every copy of a re-emitted decision must equal the first."""
     out: dict[str, tuple] = {}
     for rec in consume(settings, topic):
         d = orjson.loads(rec.value)
@@ -50,11 +50,9 @@ def _decisions(settings, topic: str) -> dict[str, tuple]:
 def test_crash_and_resume_equals_uninterrupted_run(
     kafka_settings, topics, registry, flow_config, tmp_path
 ):
-    t = topics(tx_partitions=1)
-    sim = recent_stream(seed=5, customers=150, days=4, days_ago=30)
-    labels = labels_after_stream(sim)
-    produce(kafka_settings, t.transactions, sim.transactions, key=lambda r: r["account_id"])
-    produce(kafka_settings, t.labels, labels, key=lambda r: r["tx_id"])
+    t = topics(tx_partitions=4)
+    sim = recent_stream(seed=5, customers=150, days=6, days_ago=30)
+    load_history(kafka_settings, t, sim)
     batch_size = 100
     assert len(sim.transactions) > 5 * batch_size
 
@@ -73,21 +71,24 @@ def test_crash_and_resume_equals_uninterrupted_run(
         "recovery_dir": str(tmp_path / "recovery"),
         "topics": dataclasses.asdict(t),
         "batch_size": batch_size,
-        "crash_after_batches": 3,
+        "crash_after_batches": 2,
+        "consumer_overrides": SMALL_FETCHES,
     }
     crashed = subprocess.run(
         [sys.executable, str(CRASH_SCRIPT), orjson.dumps(spec).decode()], timeout=300, check=False
     )
     assert crashed.returncode == 17
     assert any((tmp_path / "state" / "entities").iterdir()), "crash happened before any state"
+    partial = decisions(kafka_settings, t.decisions)
+    assert 0 < len(partial) < len(sim.transactions), "the crash was not mid-stream"
 
     resumed = dataclasses.replace(ref, state_dir=tmp_path / "state", topics=t)
     run_flow(resumed, recovery_dir=tmp_path / "recovery", epoch_interval_s=0.0)
 
-    want = _decisions(kafka_settings, ref_decisions)
-    got = _decisions(kafka_settings, t.decisions)
+    want = decisions(kafka_settings, ref_decisions)
+    got = decisions(kafka_settings, t.decisions)
     assert len(want) == len(sim.transactions)
     assert got == want
-    ref_state = _state(tmp_path / "ref-state")
+    ref_state = entity_state(tmp_path / "ref-state")
     assert len(ref_state) > 150, "the reference run left no entity state behind"
-    assert _state(tmp_path / "state") == ref_state
+    assert entity_state(tmp_path / "state") == ref_state

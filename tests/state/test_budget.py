@@ -59,19 +59,21 @@ def test_hot_entity_is_bounded_and_never_undercounts_beyond_one_bucket():
 
 
 def test_idle_entities_are_swept_without_changing_results():
-    from fraudstream.state.engine import EntityPartition, split_transaction
+    from fraudstream.state.entities import EntityPartition
+    from fraudstream.state.ops import split_transaction
 
     kv = MemoryKV()
     part = EntityPartition(FS, EpochStore(kv, resume_epoch=None), sweep_every_ms=DAY_MS)
     fresh = EntityPartition(FS, EpochStore(MemoryKV(), resume_epoch=None))
 
     def run(p, tx):
-        return p.process(split_transaction(FS, tx)[0])
+        return p.process(split_transaction(FS, tx, tx.event_time_ms)).values
 
     run(part, Transaction("a1", 0, "a", 1.0, terminal_id="idle"))
     horizon = FS.horizon_ms() + FS.allowed_lateness_ms
     late = Transaction("b1", horizon + 2 * DAY_MS, "b", 1.0, terminal_id="busy")
     run(part, late)
+    part.flush()
     entities = [k for k in kv.data if k.startswith(b"e\x00")]
     assert entities == [b"e\x00terminal\x00busy"], "idle entity kept past its horizon"
     assert part.stats.expired == 1

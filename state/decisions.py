@@ -1,0 +1,88 @@
+"""The decision store: every decision made, by ``tx_id``, for a bounded time.
+
+It serves two needs: an exact re-delivery of a transaction gets its *original* decision record
+re-emitted byte for byte, and online models learn from a late label with the features the
+transaction had when it was decided (never recomputed). Values are the decision record's bytes
+behind an 8-byte expiry day; each key is also queued under its expiry day
+(``q\\0<day>\\0<tx_id>``) and deleted once the maintenance clock has passed that day. It lives in
+an :class:`~fraudstream.state.base.EpochStore`, so a resume rolls it back with everything else.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from fraudstream.state.base import EpochStore
+from fraudstream.state.features import DAY_MS
+
+__all__ = ["DECISIONS_FORMAT", "DecisionStore"]
+
+DECISIONS_FORMAT = b"decisions/bytes-1"
+_PREFIX = b"d\x00"
+_QUEUE = b"q\x00"
+_META_EXPIRED = b"m\x00expired-day"
+_DAY = struct.Struct("<q")
+
+
+class DecisionStore:
+    """Decision records by ``tx_id`` (see module docstring); ``ttl_ms`` of maintenance clock."""
+
+    def __init__(self, store: EpochStore, *, ttl_ms: int) -> None:
+        if ttl_ms <= 0:
+            raise ValueError("ttl_ms must be > 0")
+        self.store = store
+        self.ttl_ms = ttl_ms
+        (raw,) = store.get_many([_META_EXPIRED])
+        self.expired_day: int | None = None if raw is None else _DAY.unpack(raw)[0]
+        self.expired = 0
+
+    def get_many(self, tx_ids: Sequence[str]) -> list[bytes | None]:
+        raws = self.store.get_many([_PREFIX + t.encode() for t in tx_ids])
+        return [None if r is None else r[_DAY.size :] for r in raws]
+
+    def put_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        """Store ``(tx_id, record, clock_ms)`` items in one atomic write."""
+        if not items:
+            return
+        updates: dict[bytes, bytes | None] = {}
+        keys = [_PREFIX + tx_id.encode() for tx_id, _, _ in items]
+        unlogged = self.store.unlogged(keys)
+        before: dict[bytes, bytes | None] = dict(
+            zip(unlogged, self.store.get_many(unlogged), strict=True)
+        )
+        for key, (tx_id, record, clock_ms) in zip(keys, items, strict=True):
+            day = (clock_ms + self.ttl_ms) // DAY_MS + 1
+            updates[key] = _DAY.pack(day) + record
+            qkey = b"%s%010d\x00%s" % (_QUEUE, day, tx_id.encode())
+            updates[qkey] = b""
+            before.setdefault(qkey, None)
+            before.setdefault(key, None)
+        self.store.write(updates, before)
+
+    def advance(self, clock_ms: int) -> None:
+        """Expire what is due when the clock enters a new day (call at a deterministic point)."""
+        day = clock_ms // DAY_MS
+        if self.expired_day is None:
+            self.expired_day = day
+            self.store.write({_META_EXPIRED: _DAY.pack(day)}, {_META_EXPIRED: None})
+            return
+        if day <= self.expired_day:
+            return
+        updates: dict[bytes, bytes | None] = {_META_EXPIRED: _DAY.pack(day)}
+        before: dict[bytes, bytes | None] = {_META_EXPIRED: _DAY.pack(self.expired_day)}
+        plen = len(_QUEUE)
+        for qkey, _ in self.store.iter_prefix(_QUEUE):
+            qday = int(qkey[plen : plen + 10])
+            if qday >= day:
+                break
+            key = _PREFIX + qkey[plen + 11 :]
+            (raw,) = self.store.get_many([key])
+            updates[qkey] = None
+            before[qkey] = b""
+            if raw is not None and _DAY.unpack_from(raw)[0] == qday:
+                updates[key] = None
+                before[key] = raw
+                self.expired += 1
+        self.store.write(updates, before)
+        self.expired_day = day

@@ -1,0 +1,158 @@
+"""Ingest: records in the input's order -> entity ops and decision events.
+
+This is the one place every record passes through in order (the live flow's ``ingest`` step and
+the replay engine both use it), so everything that must happen exactly once per transaction is
+decided here:
+
+* the maintenance clock (:mod:`fraudstream.state.clock`) advances;
+* the transaction index (:mod:`fraudstream.state.txindex`) says whether a transaction is new, an
+  exact re-delivery or a conflict, and turns label changes into fraud ops;
+* a new transaction is split into one op per entity (:mod:`fraudstream.state.ops`).
+
+Events, in input order, tell the decision step what to do:
+
+* ``(EV_TX, i, n_ops, clock_ms)``: ``records[i]`` is new; its ``n_ops`` entity parts follow;
+* ``(EV_DUPLICATE, i, clock_ms)``: an exact re-delivery of a decided transaction (re-emit its
+  decision);
+* ``(EV_CONFLICT, i, clock_ms)``: same ``tx_id``, other content (dead-letter it);
+* ``(EV_LEARN, tx_id, label, label_time_ms, clock_ms)``: a transaction's label changed (online
+  learning).
+
+``clock_ms`` is the maintenance clock at the record.
+
+The clock, the index and the expiry schedule live in one store, written once per batch, so that
+a resume from any snapshot continues exactly.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fraudstream.schema import Label, Transaction
+from fraudstream.state.base import EpochStore
+from fraudstream.state.clock import DEFAULT_STEP_MS, MaintenanceClock
+from fraudstream.state.features import DAY_MS, FeatureSet
+from fraudstream.state.ops import Op, delayed_entities, fraud_ops, split_transaction
+from fraudstream.state.txindex import INDEX_FORMAT, TxIndex
+
+__all__ = [
+    "EV_CONFLICT",
+    "EV_DUPLICATE",
+    "EV_LEARN",
+    "EV_TX",
+    "INDEX_FORMAT",
+    "Ingest",
+    "IngestResult",
+]
+
+EV_TX = 0
+EV_DUPLICATE = 1
+EV_CONFLICT = 2
+EV_LEARN = 3
+
+_META_CLOCK = b"m\x00clock"
+_META_EXPIRED = b"m\x00expired-day"
+_I64 = struct.Struct("<q")
+
+
+@dataclass
+class IngestResult:
+    ops: list[Op] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class Ingest:
+    """Applies ordered transactions and labels to the transaction index; see module doc.
+
+    ``ttl_ms`` (default: the feature set's horizon) bounds both de-duplication and label
+    matching; ``label_hold_ms`` how long a label may wait for its transaction.
+    """
+
+    def __init__(
+        self,
+        fs: FeatureSet,
+        store: EpochStore,
+        *,
+        ttl_ms: int | None = None,
+        label_hold_ms: int = 7 * DAY_MS,
+        clock_step_ms: int = DEFAULT_STEP_MS,
+    ) -> None:
+        self.fs = fs
+        self.store = store
+        self.index = TxIndex(store, ttl_ms=ttl_ms or fs.horizon_ms(), label_hold_ms=label_hold_ms)
+        raw_clock, raw_day = store.get_many([_META_CLOCK, _META_EXPIRED])
+        self.clock = MaintenanceClock(
+            clock_step_ms, None if raw_clock is None else _I64.unpack(raw_clock)[0]
+        )
+        self._expired_day = None if raw_day is None else _I64.unpack(raw_day)[0]
+
+    @property
+    def stats(self) -> Any:
+        return self.index.stats
+
+    def process(self, records: Sequence[Transaction | Label]) -> IngestResult:
+        """Apply ``records`` in order (see the module docstring for the result)."""
+        result = IngestResult()
+        start = 0
+        # Split the batch where the clock enters a new day: expiry happens exactly there.
+        probe = MaintenanceClock(self.clock.step_ms, self.clock.value)
+        day = self._expired_day
+        for i, rec in enumerate(records):
+            if type(rec) is Transaction:
+                d = probe.observe(rec.event_time_ms) // DAY_MS
+                if day is None:
+                    day = d
+                elif d > day:
+                    self._segment(records, start, i, result)
+                    self.index.expire(d * DAY_MS)
+                    start, day = i, d
+                    self._expired_day = day
+        self._segment(records, start, len(records), result)
+        return result
+
+    def _segment(
+        self, records: Sequence[Transaction | Label], lo: int, hi: int, result: IngestResult
+    ) -> None:
+        if lo >= hi and self._expired_day is not None:
+            return
+        index, clock, fs = self.index, self.clock, self.fs
+        index.begin([r.tx_id for r in records[lo:hi]])
+        ops, events = result.ops, result.events
+        for i in range(lo, hi):
+            rec = records[i]
+            if type(rec) is Transaction:
+                m = clock.observe(rec.event_time_ms)
+                outcome, held = index.on_transaction(rec, delayed_entities(fs, rec), m)
+                if outcome == "new":
+                    tx_ops = split_transaction(fs, rec, m)
+                    ops += tx_ops
+                    events.append((EV_TX, i, len(tx_ops), m))
+                    if held:
+                        label, label_ms = held
+                        t, ents, delta = index.apply_held(rec.tx_id, label, label_ms)
+                        if delta:
+                            ops += fraud_ops(ents, t, label_ms, delta, m)
+                        events.append((EV_LEARN, rec.tx_id, label, label_ms, m))
+                elif outcome == "duplicate":
+                    events.append((EV_DUPLICATE, i, m))
+                else:
+                    events.append((EV_CONFLICT, i, m))
+            else:
+                assert isinstance(rec, Label)
+                m = clock.value if clock.value is not None else rec.label_time_ms
+                outcome, change = index.on_label(rec.tx_id, rec.label, rec.label_time_ms, m)
+                if outcome == "matched":
+                    t, ents, delta = change
+                    ops += fraud_ops(ents, t, rec.label_time_ms, delta, m)
+                    events.append((EV_LEARN, rec.tx_id, rec.label, rec.label_time_ms, m))
+        meta: dict[bytes, bytes | None] = {}
+        if clock.value is not None:
+            meta[_META_CLOCK] = _I64.pack(clock.value)
+        if self._expired_day is None and clock.value is not None:
+            self._expired_day = clock.value // DAY_MS
+        if self._expired_day is not None:
+            meta[_META_EXPIRED] = _I64.pack(self._expired_day)
+        index.commit(meta)

@@ -1,0 +1,199 @@
+"""Transaction index: exactly-once effect of each transaction, and labels matched to it.
+
+One record per ``tx_id`` seen within the TTL::
+
+    [event_time_ms, label, delayed_entities, label_time_ms, digest, expire_day]
+
+* ``digest`` is a hash of the validated transaction's content: a record arriving again with the
+  same ``tx_id`` is an exact re-delivery (same digest: it must not touch state again, and gets its
+  original decision re-emitted) or a conflict (another digest: it goes to the dead-letter topic).
+* ``label`` is the transaction's current fraud label (0 until one arrives); a label *change*
+  becomes fraud ops (+1/-1) for the transaction's delayed-window entities and one learning event
+  for online models. Repeated labels are no-ops.
+* A label for a transaction not seen yet is held (``event_time_ms`` is ``None``; the latest label
+  wins) for ``label_hold_ms`` of maintenance-clock time and applied once when the transaction
+  arrives; a held label that expires unmatched is counted, never an error.
+
+Expiry: each record is queued under the day it expires (``q\\0<day>\\0<tx_id>``); once a day of
+maintenance clock, queued days in the past are deleted (a record re-queued later, e.g. a held label
+whose transaction arrived, carries its new day and is not deleted by the old queue entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fraudstream.schema import Transaction
+from fraudstream.state.base import EpochStore
+from fraudstream.state.features import DAY_MS
+
+__all__ = ["INDEX_FORMAT", "IndexStats", "TxIndex", "digest"]
+
+INDEX_FORMAT = b"txindex/json-2"
+INDEX_PREFIX = b"x\x00"
+QUEUE_PREFIX = b"q\x00"
+
+# entry fields
+_T, _LABEL, _ENTS, _LABEL_MS, _DIGEST, _EXPIRE = range(6)
+
+
+def digest(tx: Transaction) -> int:
+    """A 56-bit hash of a validated transaction's content (equal content, equal digest)."""
+    return int.from_bytes(hashlib.blake2b(orjson.dumps(tx), digest_size=7).digest(), "big")
+
+
+@dataclass
+class IndexStats:
+    """Counters exposed to metrics. Every label ends as exactly one of matched, noop or expired
+    (a held label counts when it is resolved); ``labels_held`` counts labels that had to wait."""
+
+    tx_new: int = 0
+    tx_duplicate: int = 0
+    tx_conflict: int = 0
+    labels_matched: int = 0
+    labels_noop: int = 0
+    labels_held: int = 0
+    labels_expired: int = 0
+    expired: int = 0
+
+
+class TxIndex:
+    """Batch access to index records: read once per batch, written back in one atomic write."""
+
+    def __init__(self, store: EpochStore, *, ttl_ms: int, label_hold_ms: int) -> None:
+        if ttl_ms <= 0 or label_hold_ms <= 0:
+            raise ValueError("ttl_ms and label_hold_ms must be > 0")
+        self.store = store
+        self.ttl_ms = ttl_ms
+        self.label_hold_ms = label_hold_ms
+        self.stats = IndexStats()
+        self._entries: dict[bytes, list[Any] | None] = {}
+        self._before: dict[bytes, bytes | None] = {}
+        self._updates: dict[bytes, bytes | None] = {}
+        self._dirty: set[bytes] = set()
+
+    # ----------------------------------------------------------------------------- batch
+    def begin(self, tx_ids: list[str]) -> None:
+        """Load the records of a batch's transaction ids."""
+        keys = list(dict.fromkeys(INDEX_PREFIX + t.encode() for t in tx_ids))
+        before = dict(zip(keys, self.store.get_many(keys), strict=True))
+        self._before = before
+        self._entries = {k: (orjson.loads(v) if v is not None else None) for k, v in before.items()}
+        self._updates = {}
+        self._dirty = set()
+
+    def commit(self, extra: dict[bytes, bytes | None] | None = None) -> None:
+        """Write every record changed in the batch (and ``extra`` keys) atomically."""
+        updates = self._updates
+        for key in self._dirty:
+            updates[key] = orjson.dumps(self._entries[key])
+        if extra:
+            missing = [k for k in extra if k not in self._before]
+            self._before.update(zip(missing, self.store.get_many(missing), strict=True))
+            updates.update(extra)
+        if updates:
+            self.store.write(updates, self._before)
+        self._entries, self._before, self._updates, self._dirty = {}, {}, {}, set()
+
+    def _entry(self, tx_id: str) -> tuple[bytes, list[Any] | None]:
+        key = INDEX_PREFIX + tx_id.encode()
+        entry = self._entries[key]
+        return key, entry
+
+    def _set(self, key: bytes, entry: list[Any]) -> None:
+        self._entries[key] = entry
+        self._dirty.add(key)
+
+    def _enqueue(self, tx_id: str, day: int) -> None:
+        qkey = b"%s%010d\x00%s" % (QUEUE_PREFIX, day, tx_id.encode())
+        self._before.setdefault(qkey, None)
+        self._updates[qkey] = b""
+
+    # ----------------------------------------------------------------------------- records
+    def on_transaction(
+        self, tx: Transaction, delayed: list[list[Any]], clock_ms: int
+    ) -> tuple[str, list[Any]]:
+        """``("new", held_label_or_None)``, ``("duplicate", [])`` or ``("conflict", [])``.
+
+        For a new transaction with a held label, the label is returned as
+        ``[label, label_time_ms]``: the caller applies it right after the transaction.
+        """
+        key, entry = self._entry(tx.tx_id)
+        d = digest(tx)
+        if entry is not None and entry[_T] is not None:
+            if entry[_DIGEST] == d:
+                self.stats.tx_duplicate += 1
+                return "duplicate", []
+            self.stats.tx_conflict += 1
+            return "conflict", []
+        self.stats.tx_new += 1
+        day = (max(tx.event_time_ms, clock_ms) + self.ttl_ms) // DAY_MS + 1
+        held = None
+        if entry is not None:  # a label arrived first
+            held = [entry[_LABEL], entry[_LABEL_MS]]
+        self._set(key, [tx.event_time_ms, 0, delayed, 0, d, day])
+        self._enqueue(tx.tx_id, day)
+        return "new", held if held is not None else []
+
+    def on_label(self, tx_id: str, label: int, label_ms: int, clock_ms: int) -> tuple[str, Any]:
+        """``("matched", (event_time_ms, entities, delta))`` for a change of a known
+        transaction's label, ``("noop", None)`` or ``("held", None)``."""
+        key, entry = self._entry(tx_id)
+        if entry is None or entry[_T] is None:
+            day = (clock_ms + self.label_hold_ms) // DAY_MS + 1
+            if entry is None:
+                self.stats.labels_held += 1
+                self._enqueue(tx_id, day)
+            else:
+                self.stats.labels_noop += 1  # the earlier held label is superseded
+            self._set(key, [None, label, None, label_ms, None, day if entry is None else entry[5]])
+            return "held", None
+        if label == entry[_LABEL]:
+            self.stats.labels_noop += 1
+            return "noop", None
+        self.stats.labels_matched += 1
+        entry[_LABEL], entry[_LABEL_MS] = label, label_ms
+        self._set(key, entry)
+        return "matched", (entry[_T], entry[_ENTS], 1 if label == 1 else -1)
+
+    def apply_held(self, tx_id: str, label: int, label_ms: int) -> tuple[int, list[Any], int]:
+        """Apply a held label right after its transaction: ``(event_time_ms, entities, delta)``
+        (``delta`` 0 when the label is 0, the state a new transaction starts in)."""
+        key, entry = self._entry(tx_id)
+        assert entry is not None and entry[_T] is not None
+        self.stats.labels_matched += 1
+        entry[_LABEL], entry[_LABEL_MS] = label, label_ms
+        self._set(key, entry)
+        return entry[_T], entry[_ENTS], 1 if label == 1 else 0
+
+    # ----------------------------------------------------------------------------- expiry
+    def expire(self, clock_ms: int) -> None:
+        """Delete records whose expiry day is before the clock's day (call between batches)."""
+        today = clock_ms // DAY_MS
+        updates: dict[bytes, bytes | None] = {}
+        before: dict[bytes, bytes | None] = {}
+        plen = len(QUEUE_PREFIX)
+        for qkey, _ in self.store.iter_prefix(QUEUE_PREFIX):
+            day = int(qkey[plen : plen + 10])
+            if day >= today:
+                break
+            tx_key = INDEX_PREFIX + qkey[plen + 11 :]
+            updates[qkey] = None
+            before[qkey] = b""
+            (raw,) = self.store.get_many([tx_key])
+            if raw is None:
+                continue
+            entry = orjson.loads(raw)
+            if entry[_EXPIRE] != day:
+                continue  # re-queued under a later day
+            updates[tx_key] = None
+            before[tx_key] = raw
+            self.stats.expired += 1
+            if entry[_T] is None:
+                self.stats.labels_expired += 1
+        if updates:
+            self.store.write(updates, before)
