@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.errors import FraudstreamError
+from fraudstream.timeutil import parse_time_ms
 
 __all__ = ["main"]
 
@@ -157,18 +158,6 @@ def cmd_replay_features(args: argparse.Namespace) -> int:
     )
     print(f"wrote {n} rows of {args.feature_set!r} features to {args.out}")
     return 0
-
-
-def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds, or an ISO date/datetime (UTC unless it carries an offset)."""
-    from datetime import UTC, datetime
-
-    if text.lstrip("-").isdigit():
-        return int(text)
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
 
 
 def cmd_replay_training_set(args: argparse.Namespace) -> int:
