@@ -16,8 +16,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fraudstream.errors import FraudstreamError
-from fraudstream.timeutil import parse_time_ms
+from fraudstream.errors import ConfigError, FraudstreamError
+from fraudstream.timeutil import format_window, parse_time_ms, parse_window
 
 __all__ = ["main"]
 
@@ -132,9 +132,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window(
+    args: argparse.Namespace, from_attr: str, to_attr: str, flags: str
+) -> tuple[int | None, int | None]:
+    """Parse a ``[from, to)`` flag pair (see :mod:`fraudstream.timeutil`); errors name the flags."""
+    try:
+        return parse_window(getattr(args, from_attr), getattr(args, to_attr))
+    except ValueError as exc:
+        raise ConfigError(f"{flags}: {exc}") from exc
+
+
+def _required_window(args: argparse.Namespace) -> tuple[int, int]:
+    from_ms, to_ms = _window(args, "from_", "to", "--from/--to")
+    if from_ms is None or to_ms is None:  # argparse requires both; a config file may not
+        raise ConfigError("--from and --to are both required")
+    return from_ms, to_ms
+
+
+def _say_window(what: str, from_ms: int | None, to_ms: int | None) -> None:
+    # stderr, like the progress bars: stdout stays the command's result (train prints the version)
+    print(f"{what} {format_window(from_ms, to_ms)}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fraudstream.replay.training import train_from_files
 
+    train_from_ms, train_to_ms = _window(args, "train_from", "train_to", "--train-from/--train-to")
+    _say_window("training window", train_from_ms, train_to_ms)
     version = train_from_files(
         transactions=args.transactions,
         labels=args.labels,
@@ -143,8 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         registry=Path(args.registry),
         seed=args.seed,
         n_estimators=args.n_estimators,
-        train_from_ms=parse_time_ms(args.train_from) if args.train_from else None,
-        train_to_ms=parse_time_ms(args.train_to) if args.train_to else None,
+        train_from_ms=train_from_ms,
+        train_to_ms=train_to_ms,
     )
     print(version)
     return 0
@@ -181,13 +205,9 @@ def cmd_replay_training_set(args: argparse.Namespace) -> int:
 def cmd_replay_archive(args: argparse.Namespace) -> int:
     from fraudstream.replay.archive import archive_topic
 
-    n = archive_topic(
-        _settings(args),
-        args.topic,
-        from_ms=parse_time_ms(args.from_),
-        to_ms=parse_time_ms(args.to),
-        out=Path(args.out),
-    )
+    from_ms, to_ms = _required_window(args)
+    _say_window("archive window", from_ms, to_ms)
+    n = archive_topic(_settings(args), args.topic, from_ms=from_ms, to_ms=to_ms, out=Path(args.out))
     print(f"archived {n} records of {args.topic!r} to {args.out}")
     return 0
 
@@ -297,6 +317,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+_END_HELP = "end (exclusive), ISO or ms; a date-only end includes that whole day"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.splitlines()[0])
     subs = parser.add_subparsers(dest="command", required=True)
@@ -323,8 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default="var/registry")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-estimators", type=int, default=200)
-    p.add_argument("--train-from", help="first event time to train on (ISO or ms); default: all")
-    p.add_argument("--train-to", help="end of the training window, exclusive (ISO or ms)")
+    p.add_argument(
+        "--train-from",
+        help="start of the training window, inclusive: ISO date/datetime or epoch ms; default: all",
+    )
+    p.add_argument(
+        "--train-to",
+        help="end of the training window, exclusive; a date-only end includes that day "
+        "(--train-from 2018-07-25 --train-to 2018-07-31 is 7 days); default: all",
+    )
     _kafka_args(p)
     p.set_defaults(func=cmd_train, _sub=p)
 
@@ -344,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--topic", default="decisions")
     p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
-    p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
+    p.add_argument("--to", required=True, help=_END_HELP)
     p.add_argument("--out", required=True, help="output directory (resumes if it exists)")
     _kafka_args(p)
     p.set_defaults(func=cmd_replay_archive, _sub=p)
