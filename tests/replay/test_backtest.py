@@ -84,14 +84,14 @@ def _example():
     txs, labels = [], []
     for tx_id, (card, day, hour, _, issued, _) in EXAMPLE.items():
         t = T0 + day * DAY + hour * HOUR
-        txs.append({"tx_id": tx_id, "event_time_ms": t, "account_id": card, "card_id": card})
+        txs.append(
+            {"tx_id": tx_id, "event_time_ms": t, "account_id": card, "card_id": card, "amount": 1.0}
+        )
         labels += [
             {"tx_id": tx_id, "label": 1, "label_time_ms": T0 + d * DAY + h * HOUR}
             for d, h in issued
         ]
     labels.append({"tx_id": "h2", "label": 0, "label_time_ms": T0 + 3 * DAY})  # the reversal
-    for tx in txs:
-        tx["amount"] = 10.0
     return [to_transaction(t) for t in txs], [to_label(lab) for lab in labels]
 
 
@@ -169,11 +169,14 @@ def test_handbook_exclusion_equals_its_day_by_day_statement(
 ):
     """The cutoff rule is the handbook's split, which adds one day of frauds per test day."""
     records = [
-        {"tx_id": str(i), "event_time_ms": T0 + day * DAY + hour * HOUR, "account_id": f"c{card}"}
+        {
+            "tx_id": str(i),
+            "event_time_ms": T0 + day * DAY + hour * HOUR,
+            "account_id": f"c{card}",
+            "amount": 1.0,
+        }
         for i, (card, day, hour, _) in enumerate(txs)
     ]
-    for r in records:
-        r["amount"] = 1.0
     labels = [
         {"tx_id": str(i), "label": 1, "label_time_ms": T0 + 30 * DAY}
         for i, (*_, fraud) in enumerate(txs)
