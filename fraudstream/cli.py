@@ -14,9 +14,13 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fraudstream.errors import FraudstreamError
+from fraudstream.errors import ConfigError, FraudstreamError
+from fraudstream.timeutil import format_window, parse_time_ms, parse_window
+
+if TYPE_CHECKING:
+    from fraudstream.replay.backtest import AssessmentProtocol
 
 __all__ = ["main"]
 
@@ -133,9 +137,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _window(
+    args: argparse.Namespace, from_attr: str, to_attr: str, flags: str
+) -> tuple[int | None, int | None]:
+    """Parse a ``[from, to)`` flag pair (see :mod:`fraudstream.timeutil`); errors name the flags."""
+    try:
+        return parse_window(getattr(args, from_attr), getattr(args, to_attr))
+    except ValueError as exc:
+        raise ConfigError(f"{flags}: {exc}") from exc
+
+
+def _required_window(args: argparse.Namespace) -> tuple[int, int]:
+    from_ms, to_ms = _window(args, "from_", "to", "--from/--to")
+    if from_ms is None or to_ms is None:  # argparse requires both; a config file may not
+        raise ConfigError("--from and --to are both required")
+    return from_ms, to_ms
+
+
+def _say_window(what: str, from_ms: int | None, to_ms: int | None) -> None:
+    # stderr, like the progress bars: stdout stays the command's result (train prints the version)
+    print(f"{what} {format_window(from_ms, to_ms)}", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fraudstream.replay.training import train_from_files
 
+    train_from_ms, train_to_ms = _window(args, "train_from", "train_to", "--train-from/--train-to")
+    _say_window("training window", train_from_ms, train_to_ms)
     version = train_from_files(
         transactions=args.transactions,
         labels=args.labels,
@@ -144,8 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         registry=Path(args.registry),
         seed=args.seed,
         n_estimators=args.n_estimators,
-        train_from_ms=parse_time_ms(args.train_from) if args.train_from else None,
-        train_to_ms=parse_time_ms(args.train_to) if args.train_to else None,
+        train_from_ms=train_from_ms,
+        train_to_ms=train_to_ms,
     )
     print(version)
     return 0
@@ -159,18 +187,6 @@ def cmd_replay_features(args: argparse.Namespace) -> int:
     )
     print(f"wrote {n} rows of {args.feature_set!r} features to {args.out}")
     return 0
-
-
-def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds, or an ISO date/datetime (UTC unless it carries an offset)."""
-    from datetime import UTC, datetime
-
-    if text.lstrip("-").isdigit():
-        return int(text)
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
 
 
 def cmd_replay_training_set(args: argparse.Namespace) -> int:
@@ -194,15 +210,51 @@ def cmd_replay_training_set(args: argparse.Namespace) -> int:
 def cmd_replay_archive(args: argparse.Namespace) -> int:
     from fraudstream.replay.archive import archive_topic
 
-    n = archive_topic(
-        _settings(args),
-        args.topic,
-        from_ms=parse_time_ms(args.from_),
-        to_ms=parse_time_ms(args.to),
-        out=Path(args.out),
-    )
+    from_ms, to_ms = _required_window(args)
+    _say_window("archive window", from_ms, to_ms)
+    n = archive_topic(_settings(args), args.topic, from_ms=from_ms, to_ms=to_ms, out=Path(args.out))
     print(f"archived {n} records of {args.topic!r} to {args.out}")
     return 0
+
+
+def _backtest_protocol(
+    args: argparse.Namespace, registry: Path, version: str | None
+) -> AssessmentProtocol:
+    from fraudstream.models.registry import ModelRegistry
+    from fraudstream.replay.backtest import HANDBOOK_DELAY_DAYS, HandbookProtocol, StrictProtocol
+
+    if args.k < 1:
+        raise ConfigError(f"--k: must be >= 1, got {args.k}")
+    train_from_ms, train_to_ms = _window(args, "train_from", "train_to", "--train-from/--train-to")
+    if args.protocol == "strict":
+        handbook_only = {
+            "--train-from": args.train_from,
+            "--train-to": args.train_to,
+            "--delay-days": args.delay_days,
+        }
+        given = [flag for flag, value in handbook_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for --protocol handbook")
+        print(
+            "strict protocol: cards with a fraud label issued before the test day are left out; "
+            f"k {args.k}",
+            file=sys.stderr,
+        )
+        return StrictProtocol()
+    delay_days = HANDBOOK_DELAY_DAYS if args.delay_days is None else args.delay_days
+    if delay_days < 0:
+        raise ConfigError(f"--delay-days: must be >= 0, got {delay_days}")
+    manifest = ModelRegistry(registry).load(version).manifest
+    protocol = HandbookProtocol.for_model(
+        manifest, train_from_ms=train_from_ms, train_to_ms=train_to_ms, delay_days=delay_days
+    )
+    print(
+        f"handbook protocol: training window "
+        f"{format_window(protocol.train_from_ms, protocol.train_to_ms)} "
+        f"({protocol.train_window_source}), feedback delay {delay_days} days, k {args.k}",
+        file=sys.stderr,
+    )
+    return protocol
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -211,14 +263,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from fraudstream.replay.backtest import backtest, write_report
 
     registry, version = parse_model_ref(args.model)
+    from_ms, to_ms = _required_window(args)
+    _say_window("test window", from_ms, to_ms)
+    protocol = _backtest_protocol(args, registry, version)
     result = backtest(
         read_records(args.transactions, _maybe_settings(args)),
         read_records(args.labels, _maybe_settings(args)),
         registry=registry,
         version=version,
-        from_ms=parse_time_ms(args.from_),
-        to_ms=parse_time_ms(args.to),
+        from_ms=from_ms,
+        to_ms=to_ms,
         k=args.k,
+        protocol=protocol,
         logged_decisions=(
             read_records(args.compare_decisions, _maybe_settings(args))
             if args.compare_decisions
@@ -228,7 +284,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     write_report(result, Path(args.report))
     m = result.metrics
     print(
-        f"{m['model_version']}: {m['transactions']} transactions, AUC {m['auc_roc']}, "
+        f"{m['model_version']} ({m['protocol']['name']} protocol): "
+        f"{m['transactions']} transactions, AUC {m['auc_roc']}, "
         f"AP {m['average_precision']}, CP@{args.k} {m[f'card_precision_at_{args.k}']:.3f}; "
         f"report in {args.report}"
     )
@@ -347,6 +404,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+_END_HELP = "end (exclusive), ISO or ms; a date-only end includes that whole day"
+
+_BACKTEST_DESCRIPTION = """\
+Scores the test period [--from, --to) with the model (features replayed point in time over the
+whole input) and writes metrics.json and report.html. Cards a bank would already have blocked are
+left out of each test day. --protocol handbook (default) is the protocol of the public handbook
+"Reproducible Machine Learning for Credit Card Fraud Detection" (Le Borgne et al.): on test day d,
+cards with a fraud in the training window, or on the days after it up to d - delay - 1, are known
+compromised; and a fraudulent card in a day's top k is detected and blocked for the later days
+(card precision@k). The training window is --train-from/--train-to, by default the window recorded
+with the model at training. --protocol strict leaves out cards with a fraud label issued
+(label_time_ms) before the test day and blocks no detected card."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.splitlines()[0])
     subs = parser.add_subparsers(dest="command", required=True)
@@ -380,8 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default="var/registry")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-estimators", type=int, default=200)
-    p.add_argument("--train-from", help="first event time to train on (ISO or ms); default: all")
-    p.add_argument("--train-to", help="end of the training window, exclusive (ISO or ms)")
+    p.add_argument(
+        "--train-from",
+        help="start of the training window, inclusive: ISO date/datetime or epoch ms; default: all",
+    )
+    p.add_argument(
+        "--train-to",
+        help="end of the training window, exclusive; a date-only end includes that day "
+        "(--train-from 2018-07-25 --train-to 2018-07-31 is 7 days); default: all",
+    )
     _kafka_args(p)
     p.set_defaults(func=cmd_train, _sub=p)
 
@@ -401,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML settings file")
     p.add_argument("--topic", default="decisions")
     p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
-    p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
+    p.add_argument("--to", required=True, help=_END_HELP)
     p.add_argument("--out", required=True, help="output directory (resumes if it exists)")
     _kafka_args(p)
     p.set_defaults(func=cmd_replay_archive, _sub=p)
@@ -415,16 +493,38 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_replay_training_set, _sub=p)
 
-    p = subs.add_parser("backtest", help="score a test period point in time; metrics + report")
+    p = subs.add_parser(
+        "backtest",
+        help="score a test period point in time; metrics + report",
+        description=_BACKTEST_DESCRIPTION,
+    )
     p.add_argument("--config", help="TOML settings file")
     p.add_argument(
         "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
     )
     p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
     p.add_argument("--model", required=True, help="REGISTRY_DIR[:VERSION]")
-    p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
-    p.add_argument("--to", required=True, help="end (exclusive), ISO or ms")
+    p.add_argument(
+        "--from", dest="from_", required=True, help="test period start (inclusive), ISO or ms"
+    )
+    p.add_argument("--to", required=True, help=f"test period {_END_HELP}")
     p.add_argument("--k", type=int, default=100, help="cards per day for card precision@k")
+    p.add_argument(
+        "--protocol",
+        choices=["handbook", "strict"],
+        default="handbook",
+        help="which cards count as known compromised (see above); default: handbook",
+    )
+    p.add_argument(
+        "--train-from",
+        help="handbook: training window start, ISO or ms; default: the model's training window",
+    )
+    p.add_argument(
+        "--train-to",
+        help="handbook: training window end, exclusive (a date-only end includes that day); "
+        "default: the model's training window",
+    )
+    p.add_argument("--delay-days", type=int, help="handbook: feedback delay in days (default: 7)")
     p.add_argument(
         "--compare-decisions", help="decision log (JSONL/Parquet): compare with the champion"
     )

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from fraudstream.replay.features import ReplayResult, replay_features
 from fraudstream.simulate import read_jsonl
 from fraudstream.state.features import FeatureSet, get_feature_set
+from fraudstream.timeutil import parse_time_ms
 
 __all__ = ["features_frame", "features_table", "read_records", "write_features"]
 
@@ -24,8 +25,6 @@ KAFKA_PREFIX = "kafka:"
 
 
 def _parse_kafka_spec(spec: str) -> tuple[str, int, int]:
-    from fraudstream.cli import parse_time_ms
-
     body = spec[len(KAFKA_PREFIX) :]
     topic, _, window = body.partition("@")
     start, _, end = window.partition("..")

@@ -1,13 +1,38 @@
-"""Backtests on recorded streams, following the fraud-detection handbook's protocol.
+"""Backtests on recorded streams: score a test period point in time, assess it under a protocol.
 
 * Features are replayed point in time over the whole input (history before the test period feeds
   the state); only transactions in ``[from, to)`` are scored.
 * Ground truth is the latest label known at the end of the input (the test period is assumed
   mature: run backtests at least one label delay after ``to``).
-* Transactions of cards whose fraud was already known before the test day (a fraud label with
-  ``label_time_ms`` before that day's start) are excluded: a bank would have blocked the card.
-* Card Precision@k: per day, the share of frauds among the k cards with the highest max score that
-  day (a card is fraudulent that day if any of its transactions is), averaged over days.
+* Days are UTC calendar days; a card is a transaction's ``card_id`` (``account_id`` without one).
+* Card precision@k of a day: the share of fraudulent cards among the ``k`` cards with the highest
+  score that day, always divided by ``k``. A card's score that day is the max of its transactions'
+  scores, and it is fraudulent that day if any of its transactions that day is. Ties go to the
+  smaller card id. The reported figure is the mean over the test days.
+
+A protocol says which cards a bank would already have blocked on a test day ("known
+compromised"); their transactions that day leave the test set, for every metric. A card is known
+compromised on day ``d`` when its ``compromised_since`` time is before ``cutoff_ms(d)``.
+
+``handbook`` (the default) is the protocol of the public handbook *Reproducible Machine Learning for
+Credit Card Fraud Detection* (Le Borgne, Siblini, Lebichot, Bontempi;
+fraud-detection-handbook.github.io): section 3.4 "Baseline fraud detection system" (the split with
+a feedback delay, ``get_train_test_set``) and section 4.4 "Precision top-k metrics"
+(``card_precision_top_k`` with ``remove_detected_compromised_cards=True``), both in the book's
+``Chapter_References/shared_functions.py``:
+
+* known compromised on test day ``d``: cards with a fraud among the transactions of the training
+  window, and cards with a fraud on the days after it up to day ``d - delay - 1``; that is, a fraud
+  with event time in ``[train_from, max(train_to, start of d - delay days))``. The handbook starts
+  its test period exactly ``delay`` days after the training window; another gap works the same way.
+  Frauds before the training window do not count. The feedback delay assumes every fraud is known
+  exactly ``delay_days`` (7 in the handbook) after it happened: ``label_time_ms`` plays no part.
+* days are taken in order, and a fraudulent card in a day's top ``k`` is detected and blocked: its
+  transactions leave every later day before that day's top ``k`` is taken (card precision only).
+
+``strict`` (this module's earlier rule, kept to compare with earlier reports): a card is known
+compromised on day ``d`` once a fraud label (``label_time_ms``) was issued, before the start of
+``d``, for any of its transactions in the input; detected cards are not removed.
 """
 
 from __future__ import annotations
@@ -16,22 +41,271 @@ import base64
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from fraudstream.errors import ConfigError
 from fraudstream.models.registry import ModelRegistry
 from fraudstream.models.train import auc_roc, average_precision
 from fraudstream.replay.features import replay_features, to_label, to_transaction
 from fraudstream.replay.training import labels_as_of
+from fraudstream.schema import Label, Transaction
 from fraudstream.state.features import get_feature_set
+from fraudstream.timeutil import DAY_MS, format_time_ms, format_window
 
-__all__ = ["BacktestResult", "backtest", "card_precision_at_k", "write_report"]
+__all__ = [
+    "HANDBOOK_DELAY_DAYS",
+    "AssessmentProtocol",
+    "BacktestResult",
+    "CardPrecision",
+    "HandbookProtocol",
+    "PeriodRows",
+    "StrictProtocol",
+    "backtest",
+    "card_precision_at_k",
+    "period_rows",
+    "write_report",
+]
 
-_DAY_MS = 86_400_000
+HANDBOOK_DELAY_DAYS = 7
+
+
+def _card(tx: Transaction) -> str:
+    return tx.card_id or tx.account_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandbookProtocol:
+    """Known compromised: frauds of the training window and of the days up to ``d - delay - 1``.
+
+    ``train_window_source`` only says, in reports, where the window came from.
+    """
+
+    train_from_ms: int
+    train_to_ms: int
+    delay_days: int = HANDBOOK_DELAY_DAYS
+    train_window_source: str = "given"
+
+    name: ClassVar[str] = "handbook"
+    removes_detected_cards: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.train_to_ms <= self.train_from_ms:
+            raise ValueError(
+                f"empty training window {format_window(self.train_from_ms, self.train_to_ms)}"
+            )
+        if self.delay_days < 0:
+            raise ValueError(f"delay_days must be >= 0, got {self.delay_days}")
+
+    @classmethod
+    def for_model(
+        cls,
+        manifest: Mapping[str, Any],
+        *,
+        train_from_ms: int | None = None,
+        train_to_ms: int | None = None,
+        delay_days: int = HANDBOOK_DELAY_DAYS,
+    ) -> HandbookProtocol:
+        """The protocol for a model: a bound not given comes from its manifest's training window.
+
+        That is the window asked for at training (``requested_from_ms``/``requested_to_ms``), or
+        else the model's first to last training row (``from_ms`` to ``to_ms``, made half-open).
+        """
+        given = (train_from_ms is not None) + (train_to_ms is not None)
+        recorded = manifest.get("training_window") or {}
+        if train_from_ms is None:
+            train_from_ms = recorded.get("requested_from_ms")
+            if train_from_ms is None:
+                train_from_ms = recorded.get("from_ms")
+        if train_to_ms is None:
+            train_to_ms = recorded.get("requested_to_ms")
+            if train_to_ms is None and recorded.get("to_ms") is not None:
+                train_to_ms = int(recorded["to_ms"]) + 1  # the last row is inclusive
+        if train_from_ms is None or train_to_ms is None:
+            raise ConfigError(
+                f"model {manifest.get('version')} records no training window: "
+                "give the handbook protocol one (--train-from and --train-to)"
+            )
+        model = f"model {manifest.get('version')}"
+        source = ("given", f"given and {model}", model)[2 - given]
+        return cls(
+            train_from_ms=int(train_from_ms),
+            train_to_ms=int(train_to_ms),
+            delay_days=delay_days,
+            train_window_source=source,
+        )
+
+    def compromised_since(
+        self, txs: Sequence[Transaction], labels: Sequence[Label], truth: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Per card, the event time of its first fraud at or after the training window's start."""
+        since: dict[str, int] = {}
+        for tx in txs:
+            if truth.get(tx.tx_id) == 1 and tx.event_time_ms >= self.train_from_ms:
+                card = _card(tx)
+                if tx.event_time_ms < since.get(card, tx.event_time_ms + 1):
+                    since[card] = tx.event_time_ms
+        return since
+
+    def cutoff_ms(self, day: int) -> int:
+        """Frauds before this are known on ``day`` (a UTC day number)."""
+        return max(self.train_to_ms, (day - self.delay_days) * DAY_MS)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "delay_days": self.delay_days,
+            "train_from_ms": self.train_from_ms,
+            "train_to_ms": self.train_to_ms,
+            "train_window": format_window(self.train_from_ms, self.train_to_ms),
+            "train_window_source": self.train_window_source,
+            "removes_detected_cards": self.removes_detected_cards,
+        }
+
+
+@dataclass(frozen=True)
+class StrictProtocol:
+    """Known compromised: a fraud label issued before the test day; detected cards stay."""
+
+    name: ClassVar[str] = "strict"
+    removes_detected_cards: ClassVar[bool] = False
+
+    def compromised_since(
+        self, txs: Sequence[Transaction], labels: Sequence[Label], truth: Mapping[str, int]
+    ) -> dict[str, int]:
+        """Per card, the issue time of the first fraud label on any of its transactions."""
+        card_of = {tx.tx_id: _card(tx) for tx in txs}
+        since: dict[str, int] = {}
+        for lab in labels:
+            card = card_of.get(lab.tx_id)
+            if lab.label == 1 and card is not None:
+                if lab.label_time_ms < since.get(card, lab.label_time_ms + 1):
+                    since[card] = lab.label_time_ms
+        return since
+
+    def cutoff_ms(self, day: int) -> int:
+        """Labels issued before this are known on ``day``: the day's start."""
+        return day * DAY_MS
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "removes_detected_cards": self.removes_detected_cards}
+
+
+AssessmentProtocol = HandbookProtocol | StrictProtocol
+
+
+@dataclass(frozen=True)
+class PeriodRows:
+    """The test period's transactions that a protocol keeps, in input order.
+
+    ``excluded`` maps every day with transactions in the period to the cards left out that day
+    as known compromised (an empty set when none were).
+    """
+
+    index: np.ndarray
+    days: np.ndarray
+    cards: list[str]
+    y: np.ndarray
+    excluded: dict[int, frozenset[str]]
+    excluded_transactions: int
+
+
+def period_rows(
+    txs: Sequence[Transaction],
+    labels: Sequence[Label],
+    protocol: AssessmentProtocol,
+    *,
+    from_ms: int,
+    to_ms: int,
+) -> PeriodRows:
+    """Select ``[from_ms, to_ms)``, leaving out known-compromised cards day by day."""
+    truth = labels_as_of(labels, max([lab.label_time_ms for lab in labels], default=0))
+    since = protocol.compromised_since(txs, labels, truth)
+    keep: list[int] = []
+    cards: list[str] = []
+    excluded: dict[int, set[str]] = {}
+    dropped = 0
+    for i, tx in enumerate(txs):
+        if not from_ms <= tx.event_time_ms < to_ms:
+            continue
+        card, day = _card(tx), tx.event_time_ms // DAY_MS
+        left_out = excluded.setdefault(day, set())
+        known = since.get(card)
+        if known is not None and known < protocol.cutoff_ms(day):
+            left_out.add(card)
+            dropped += 1
+            continue
+        keep.append(i)
+        cards.append(card)
+    index = np.array(keep, dtype=np.int64)
+    return PeriodRows(
+        index=index,
+        days=np.array([txs[i].event_time_ms // DAY_MS for i in keep], dtype=np.int64),
+        cards=cards,
+        y=np.array([truth.get(txs[i].tx_id, 0) for i in keep], dtype=np.int8),
+        excluded={day: frozenset(c) for day, c in sorted(excluded.items())},
+        excluded_transactions=dropped,
+    )
+
+
+@dataclass(frozen=True)
+class CardPrecision:
+    """Card precision@k per day (UTC day numbers) and what each day's ranking saw.
+
+    ``detected``: the fraudulent cards in the day's top k. ``removed``: cards with transactions
+    that day, left out as detected on an earlier day. ``compromised``: the fraudulent cards ranked
+    that day (the handbook's ``nb_compromised_cards_per_day``).
+    """
+
+    k: int
+    daily: dict[int, float]
+    detected: dict[int, frozenset[str]]
+    removed: dict[int, frozenset[str]]
+    compromised: dict[int, int]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.daily.values())))
+
+
+def card_precision_at_k(
+    days: np.ndarray,
+    cards: Sequence[str],
+    scores: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    remove_detected: bool = False,
+) -> CardPrecision:
+    """Card precision@k of every day; ``remove_detected`` blocks detected cards for later days."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    per_day: dict[int, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for day, card, score, label in zip(
+        days.tolist(), cards, scores.tolist(), y.tolist(), strict=True
+    ):
+        best, fraud = per_day[day].get(card, (score, 0))
+        per_day[day][card] = (max(best, score), max(fraud, int(label)))
+    blocked: set[str] = set()
+    daily, detected, removed, compromised = {}, {}, {}, {}
+    for day, by_card in sorted(per_day.items()):
+        removed[day] = frozenset(by_card.keys() & blocked)
+        ranked = sorted(
+            ((card, fraud) for card, (_, fraud) in by_card.items() if card not in blocked),
+            key=lambda item: (-by_card[item[0]][0], item[0]),
+        )
+        detected[day] = frozenset(card for card, fraud in ranked[:k] if fraud)
+        daily[day] = len(detected[day]) / k
+        compromised[day] = sum(fraud for _, fraud in ranked)
+        if remove_detected:
+            blocked |= detected[day]
+    return CardPrecision(
+        k=k, daily=daily, detected=detected, removed=removed, compromised=compromised
+    )
 
 
 @dataclass(frozen=True)
@@ -40,24 +314,12 @@ class BacktestResult:
     scores: np.ndarray
     y: np.ndarray
     daily_cp: dict[str, float]
+    card_precision: CardPrecision
+    rows: PeriodRows
 
 
-def card_precision_at_k(
-    days: np.ndarray, cards: list[str], scores: np.ndarray, y: np.ndarray, k: int
-) -> dict[int, float]:
-    """Per day: share of fraudulent cards among the ``k`` cards with the highest max score."""
-    per_day: dict[int, dict[str, list[float]]] = defaultdict(dict)
-    for day, card, score, label in zip(
-        days.tolist(), cards, scores.tolist(), y.tolist(), strict=True
-    ):
-        entry = per_day[day].setdefault(card, [score, 0.0])
-        entry[0] = max(entry[0], score)
-        entry[1] = max(entry[1], float(label))
-    out = {}
-    for day, by_card in sorted(per_day.items()):
-        top = sorted(by_card.values(), key=lambda e: -e[0])[:k]
-        out[day] = sum(e[1] for e in top) / k
-    return out
+def _iso_day(day: int) -> str:
+    return format_time_ms(day * DAY_MS)[:10]
 
 
 def backtest(
@@ -69,85 +331,109 @@ def backtest(
     from_ms: int,
     to_ms: int,
     k: int = 100,
+    protocol: AssessmentProtocol | None = None,
     logged_decisions: Iterable[dict[str, Any]] | None = None,
 ) -> BacktestResult:
-    """Score ``[from_ms, to_ms)`` with the model; optionally compare with logged decisions."""
+    """Score ``[from_ms, to_ms)`` with the model; optionally compare with logged decisions.
+
+    ``protocol`` defaults to the handbook's, with the model's recorded training window.
+    """
+    if to_ms <= from_ms:
+        raise ValueError(f"empty test period {format_window(from_ms, to_ms)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     loaded = ModelRegistry(registry).load(version)
     fs = get_feature_set(loaded.manifest["feature_set"]["name"])
     loaded = ModelRegistry(registry).load(version, feature_set=fs)
+    if protocol is None:
+        protocol = HandbookProtocol.for_model(loaded.manifest)
+    if isinstance(protocol, HandbookProtocol) and protocol.train_to_ms > from_ms:
+        raise ConfigError(
+            f"training window {format_window(protocol.train_from_ms, protocol.train_to_ms)} "
+            f"({protocol.train_window_source}) overlaps the test period "
+            f"{format_window(from_ms, to_ms)}: the handbook protocol needs the training window "
+            "to end by the start of the test period"
+        )
     txs = [tx for tx in map(to_transaction, transactions) if tx is not None]
     labs = [lab for lab in map(to_label, labels) if lab is not None]
     replay = replay_features(txs, labs, fs, progress=True)
-    truth = labels_as_of(labs, max([lab.label_time_ms for lab in labs], default=0))
-    first_fraud_known: dict[str, int] = {}
-    by_id = {tx.tx_id: tx for tx in txs}
-    for lab in sorted(labs, key=lambda lab: lab.label_time_ms):
-        if lab.label == 1 and lab.tx_id in by_id:
-            card = by_id[lab.tx_id].card_id or by_id[lab.tx_id].account_id
-            first_fraud_known.setdefault(card, lab.label_time_ms)
-    keep, cards = [], []
-    for i, tx in enumerate(txs):
-        if not from_ms <= tx.event_time_ms < to_ms:
-            continue
-        card = tx.card_id or tx.account_id
-        day_start = tx.event_time_ms // _DAY_MS * _DAY_MS
-        known = first_fraud_known.get(card)
-        if known is not None and known < day_start:
-            continue
-        keep.append(i)
-        cards.append(card)
-    if not keep:
+    rows = period_rows(txs, labs, protocol, from_ms=from_ms, to_ms=to_ms)
+    if not rows.index.size:
         raise ValueError("no transactions in the test period")
-    idx = np.array(keep)
-    scores = np.asarray(loaded.champion.score_many(replay.X[idx]), dtype=np.float64)
-    y = np.array([truth.get(replay.tx_ids[i], 0) for i in keep], dtype=np.int8)
-    days = replay.times_ms[idx] // _DAY_MS
+    scores = np.asarray(loaded.champion.score_many(replay.X[rows.index]), dtype=np.float64)
+    y, days, cards = rows.y, rows.days, rows.cards
     review = loaded.manifest["thresholds"]["review"]
-    metrics, cp = _metrics(scores, y, days, cards, review, k)
+    remove = protocol.removes_detected_cards
+    metrics, cp = _metrics(scores, y, days, cards, review, k, remove)
     metrics = {
         "model_version": loaded.version,
         "feature_set": fs.name,
         "from_ms": from_ms,
         "to_ms": to_ms,
+        "test_window": format_window(from_ms, to_ms),
+        "protocol": {**protocol.params(), "k": k},
+        "excluded_known_compromised": {
+            "transactions": rows.excluded_transactions,
+            "cards": len(frozenset().union(*rows.excluded.values())),
+        },
         **metrics,
+        "daily": {
+            _iso_day(day): {
+                "card_precision": cp.daily[day],
+                "transactions": int((days == day).sum()),
+                "fraud_transactions": int(y[days == day].sum()),
+                "compromised_cards": cp.compromised[day],
+                "known_compromised_cards_excluded": len(rows.excluded.get(day, ())),
+                "detected_cards_removed": len(cp.removed[day]),
+            }
+            for day in cp.daily
+        },
     }
     if logged_decisions is not None:
         logged: dict[str, dict[str, Any]] = {}
         for d in logged_decisions:
             logged.setdefault(d["tx_id"], d)
-        have = [j for j, i in enumerate(keep) if replay.tx_ids[i] in logged]
-        rows = [logged[replay.tx_ids[keep[j]]] for j in have]
-        if rows:
+        tx_ids = [txs[i].tx_id for i in rows.index.tolist()]
+        have = [j for j, tx_id in enumerate(tx_ids) if tx_id in logged]
+        if have:
+            found = [logged[tx_ids[j]] for j in have]
             sel = np.array(have)
-            logged_scores = np.array([r["champion"]["score"] for r in rows], dtype=np.float64)
-            sub = sel.tolist()
+            sub_cards = [cards[j] for j in have]
+            logged_scores = np.array([r["champion"]["score"] for r in found], dtype=np.float64)
             champion_metrics, _ = _metrics(
                 logged_scores,
                 y[sel],
                 days[sel],
-                [cards[j] for j in sub],
-                rows[0]["thresholds"]["review"],
+                sub_cards,
+                found[0]["thresholds"]["review"],
                 k,
+                remove,
             )
             candidate_same, _ = _metrics(
-                scores[sel], y[sel], days[sel], [cards[j] for j in sub], review, k
+                scores[sel], y[sel], days[sel], sub_cards, review, k, remove
             )
             metrics["comparison"] = {
-                "transactions_with_logged_decision": len(rows),
-                "champion_version": rows[0]["champion"]["version"],
+                "transactions_with_logged_decision": len(found),
+                "champion_version": found[0]["champion"]["version"],
                 "champion_logged": champion_metrics,
                 "candidate_same_transactions": candidate_same,
             }
-    daily = {
-        str(np.datetime64(int(d) * _DAY_MS, "ms").astype("datetime64[D]")): v for d, v in cp.items()
-    }
-    return BacktestResult(metrics=metrics, scores=scores, y=y, daily_cp=daily)
+    daily = {_iso_day(day): v for day, v in cp.daily.items()}
+    return BacktestResult(
+        metrics=metrics, scores=scores, y=y, daily_cp=daily, card_precision=cp, rows=rows
+    )
 
 
 def _metrics(
-    scores: np.ndarray, y: np.ndarray, days: np.ndarray, cards: list[str], threshold: float, k: int
-) -> tuple[dict[str, Any], dict[int, float]]:
-    cp = card_precision_at_k(days, cards, scores, y, k)
+    scores: np.ndarray,
+    y: np.ndarray,
+    days: np.ndarray,
+    cards: Sequence[str],
+    threshold: float,
+    k: int,
+    remove_detected: bool,
+) -> tuple[dict[str, Any], CardPrecision]:
+    cp = card_precision_at_k(days, cards, scores, y, k, remove_detected=remove_detected)
     flagged = scores >= threshold
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     metrics = {
@@ -155,7 +441,7 @@ def _metrics(
         "frauds": positives,
         "auc_roc": auc_roc(scores, y) if 0 < positives < len(y) else None,
         "average_precision": average_precision(scores, y) if positives else None,
-        f"card_precision_at_{k}": float(np.mean(list(cp.values()))),
+        f"card_precision_at_{k}": cp.mean,
         "review_threshold": threshold,
         "recall_at_threshold": float(flagged[y == 1].sum() / positives) if positives else None,
         "fpr_at_threshold": float(flagged[y == 0].sum() / negatives) if negatives else None,

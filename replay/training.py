@@ -42,7 +42,10 @@ def train_from_streams(
     """Replay features, label with what is known at the end, train, register (shadow stage).
 
     The whole input is replayed (earlier history feeds the state); only transactions with event
-    time in ``[train_from_ms, train_to_ms)`` become training rows.
+    time in ``[train_from_ms, train_to_ms)`` become training rows (``None``: open). The manifest's
+    ``training_window`` records the first and last training row (``from_ms``, ``to_ms``, both
+    inclusive) and the window asked for (``requested_from_ms``, ``requested_to_ms``, half-open,
+    ``null`` when open); backtests take the handbook protocol's training window from it.
     """
     parsed = [lab for lab in (to_label(r) for r in labels) if lab is not None]
     replay = replay_features(transactions, parsed, fs, progress=True)
@@ -57,7 +60,12 @@ def train_from_streams(
     X = replay.X[rows]
     result = train_champion(X, y, fs.feature_names, seed=seed, n_estimators=n_estimators)
     times = replay.times_ms[rows]
-    window = {"from_ms": int(times.min()), "to_ms": int(times.max())}
+    window = {
+        "from_ms": int(times.min()),
+        "to_ms": int(times.max()),
+        "requested_from_ms": train_from_ms,
+        "requested_to_ms": train_to_ms,
+    }
     return ModelRegistry(registry).register(result, fs, training_window=window)
 
 

@@ -47,7 +47,8 @@ def test_archive_exports_the_range_by_day_and_resumes(kafka_settings, unique_top
     _send(kafka_settings, topic, [(i, T0 + i * DAY // 2) for i in range(8)])  # 4 days, 2 a day
     out = tmp_path / "archive"
     argv = ["replay", "archive", "--bootstrap-servers", kafka_settings.bootstrap_servers]
-    argv += ["--topic", topic, "--from", "2026-01-02", "--to", "2026-01-05", "--out", str(out)]
+    # a date-only --to includes that day: 2026-01-04 is archived
+    argv += ["--topic", topic, "--from", "2026-01-02", "--to", "2026-01-04", "--out", str(out)]
     assert main(argv) == 0
     assert _rows(out) == [
         ("2026-01-02", 2),
