@@ -75,7 +75,9 @@ def dead_letter(
 
 class _Part(StatefulSinkPartition[OutMessage, None]):
     def __init__(self, config: dict[str, str], max_dead_letter_bytes: int) -> None:
-        self.producer = Producer(config)
+        self.producer = Producer(
+            {**config, "logger": logging.getLogger("fraudstream.kafka.producer")}
+        )
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.retry: list[OutMessage] = []
         self.in_flight = 0

@@ -296,8 +296,18 @@ def _flow_config(args: argparse.Namespace) -> Any:
     from fraudstream.flows.scoring import FlowConfig
     from fraudstream.state.features import get_feature_set
 
+    from fraudstream.flows.scoring import Topics
+
+    topics = Topics(
+        transactions=args.transactions_topic,
+        labels=args.labels_topic,
+        decisions=args.decisions_topic,
+        transactions_dlq=f"{args.transactions_topic}.dlq",
+        labels_dlq=f"{args.labels_topic}.dlq",
+    )
     return FlowConfig(
         kafka=_settings(args),
+        topics=topics,
         feature_set=get_feature_set(args.feature_set),
         model_registry=Path(args.registry),
         model_version=args.model_version,
@@ -541,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-dir", default="var/recovery")
     p.add_argument("--no-recovery", action="store_true")
     p.add_argument("--partitions", type=int, default=16, help="virtual state partitions")
+    p.add_argument("--transactions-topic", default="transactions", help="input (DLQ: <topic>.dlq)")
+    p.add_argument("--labels-topic", default="labels", help="late labels (DLQ: <topic>.dlq)")
+    p.add_argument("--decisions-topic", default="decisions", help="the decision log")
     p.add_argument(
         "--batch-size", type=int, default=1000, help="records read per poll of the consumer"
     )

@@ -152,17 +152,32 @@ class _Quiet(WSGIRequestHandler):
 
 
 def _app(metrics_app: Any) -> Any:
+    from fraudstream.health import HEALTH
+
+    def text(start_response: Any, status: str, body: str) -> list[bytes]:
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body.encode()]
+
     def app(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [b"ok\n"]
-        return metrics_app(environ, start_response)
+        path = environ.get("PATH_INFO")
+        if path == "/healthz":
+            return text(start_response, "200 OK", "ok\n")
+        if path == "/readyz":
+            failing = HEALTH.failing()
+            if not failing:
+                return text(start_response, "200 OK", "ready\n")
+            body = "".join(f"{name}: {detail}\n" for name, detail in sorted(failing.items()))
+            return text(start_response, "503 Service Unavailable", "not ready\n" + body)
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        return text(start_response, "404 Not Found", "not found\n")
 
     return app
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
-    """Serve ``/metrics`` and ``/healthz`` in a daemon thread; loopback unless told otherwise.
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` (503 with the failing conditions of
+    :data:`fraudstream.health.HEALTH`) in a daemon thread; loopback unless told otherwise.
 
     ``port=0`` picks a free port (``server.server_port``).
     """

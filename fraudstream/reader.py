@@ -125,6 +125,7 @@ class OrderedReader:
             # merge releases records in steadier steps (one fetch answers for every partition).
             "max.partition.fetch.bytes": str(256 * 1024),
             **cfg.consumer_overrides,
+            "logger": logging.getLogger("fraudstream.kafka.consumer"),
         }
         self.consumer = Consumer(conf)
         self._topics = {cfg.transactions_topic: "transactions", cfg.labels_topic: "labels"}

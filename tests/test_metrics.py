@@ -1,9 +1,13 @@
-"""The metrics endpoint: loopback by default, /metrics and /healthz."""
+"""The metrics endpoint: loopback by default, /metrics, /healthz, /readyz, 404 elsewhere."""
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
+import pytest
+
+from fraudstream.health import HEALTH
 from fraudstream.metrics import DLQ, serve_metrics
 
 
@@ -19,7 +23,28 @@ def test_metrics_and_health_on_loopback():
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
             body = resp.read().decode()
         assert 'fraudstream_dlq_total{reason="invalid_json",topic="t.dlq"}' in body
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/nonexistent", timeout=5)
+        assert missing.value.code == 404
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_readiness_reports_every_failing_condition():
+    server = serve_metrics(0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        HEALTH.set("test:input", True)
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+            assert resp.status == 200
+        HEALTH.set("test:input", False, "topic missing")
+        with pytest.raises(urllib.error.HTTPError) as unready:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert unready.value.code == 503
+        assert "test:input: topic missing" in unready.value.read().decode()
+    finally:
+        HEALTH.clear("test:input")
         server.shutdown()
         server.server_close()
 
