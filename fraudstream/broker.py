@@ -50,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -171,8 +172,7 @@ def _death_signal_preexec() -> Callable[[], None] | None:
     parent_pid = os.getpid()
 
     def preexec() -> None:
-        # PR_SET_DEATHSIG follows the *thread* that forked: start brokers from a long-lived
-        # thread (the main one in pytest). Best effort: ignore failures.
+        # PR_SET_DEATHSIG follows the *thread* that forked: see _SPAWNER. Best effort.
         prctl(_PR_SET_DEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent_pid:  # parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
@@ -180,11 +180,24 @@ def _death_signal_preexec() -> Callable[[], None] | None:
     return preexec
 
 
+# PR_SET_DEATHSIG fires when the *thread* that forked the child exits, not the process: a
+# child started from a short-lived thread (asyncio.to_thread, a request handler) would be
+# killed with it. Every child is therefore forked by this one worker, which lives as long as
+# the interpreter.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraudstream-spawn")
+
+
 def _spawn(
     argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a child writing to ``log_path`` (appended) that dies with this process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    return _SPAWNER.submit(_popen, argv, log_path, env).result()
+
+
+def _popen(
+    argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             list(argv),
@@ -198,20 +211,20 @@ def _spawn(
 
 
 def _terminate(
-    proc: subprocess.Popen[bytes], name: str, timeout_s: float, *, kill: bool = False
+    proc: subprocess.Popen[bytes],
+    name: str,
+    timeout_s: float,
+    *,
+    sig: signal.Signals = signal.SIGTERM,
 ) -> None:
-    """SIGTERM (or SIGKILL with ``kill``) ``proc`` and reap it; SIGKILL after ``timeout_s``."""
+    """Send ``sig`` to ``proc`` and reap it; SIGKILL it after ``timeout_s``."""
     if proc.poll() is not None:
         return
-    if kill:
-        proc.kill()
-        proc.wait()
-        return
-    proc.terminate()
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        log.warning("%s pid %d ignored SIGTERM for %ss; killing", name, proc.pid, timeout_s)
+        log.warning("%s pid %d ignored %s for %ss; killing", name, proc.pid, sig.name, timeout_s)
         proc.kill()
         proc.wait()
 
@@ -607,7 +620,7 @@ class EmbeddedBroker:
             tail = self.log_tail()
             if any(marker in tail for marker in _FATAL_LOG_MARKERS):
                 # Tansu panics in a worker thread (e.g. AddrInUse) but keeps running.
-                _terminate(self._proc, "tansu", self.stop_timeout_s)
+                _terminate(self._proc, "tansu", self.stop_timeout_s, sig=signal.SIGINT)
                 raise _ExitedDuringStartupError(
                     f"tansu failed during startup on {self.host}:{port}; "
                     f"log {self.log_path}:\n{tail}"
@@ -615,7 +628,7 @@ class EmbeddedBroker:
             if probe_metadata(self.host, port, timeout_s=0.5):
                 break
             if time.monotonic() >= deadline:
-                _terminate(self._proc, "tansu", self.stop_timeout_s)
+                _terminate(self._proc, "tansu", self.stop_timeout_s, sig=signal.SIGINT)
                 raise BrokerError(
                     f"tansu on {self.host}:{port} did not answer a Metadata request within "
                     f"{self.startup_timeout_s}s; log {self.log_path}:\n{self.log_tail()}"
@@ -636,11 +649,14 @@ class EmbeddedBroker:
     def stop_broker(self, *, kill: bool = False) -> None:
         """Stop only the broker process; storage, proxy and port stay reserved for it.
 
-        ``kill=True`` sends SIGKILL (a crash: nothing is flushed) instead of SIGTERM.
-        Clients see refused connections until :meth:`start_broker`.
+        Tansu shuts down in order on SIGINT, closing client connections at once (on SIGTERM
+        it would wait up to 5 s for connected clients to leave, which idle Kafka clients
+        never do). ``kill=True`` sends SIGKILL instead: a crash. Clients see refused
+        connections until :meth:`start_broker`.
         """
         if self._proc is not None:
-            _terminate(self._proc, "tansu", self.stop_timeout_s, kill=kill)
+            sig = signal.SIGKILL if kill else signal.SIGINT
+            _terminate(self._proc, "tansu", self.stop_timeout_s, sig=sig)
             self._proc = None
 
     def start_broker(self) -> None:
