@@ -24,9 +24,11 @@ Errors::
     └── BrokerError          the broker, its object store or its proxy is missing, exited,
                              or never became ready
 
-Readiness is a real Kafka Metadata request answered by the broker (and a real HTTP request
-for the object store), not a port check or a sleep. On Linux every child process gets
-``PR_SET_DEATHSIG`` so it dies with the Python process that started it, even on ``SIGKILL``.
+Readiness is a real Kafka Metadata request answered by the broker (ApiVersions when
+``--authentication`` is in ``extra_args``: Tansu answers nothing else before a login), and a
+real HTTP request for the object store; never a port check or a sleep. On Linux every child
+process gets ``PR_SET_DEATHSIG`` so it dies with the Python process that started it, even on
+``SIGKILL``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "EmbeddedBroker",
     "LocalS3Server",
     "find_tansu_binary",
+    "probe_api_versions",
     "probe_metadata",
 ]
 
@@ -74,6 +77,7 @@ TANSU_BIN_ENV = "FRAUDSTREAM_TANSU_BIN"
 
 _METADATA_API_KEY = 3
 _METADATA_VERSION = 1  # v0 is gone from Kafka 4; v1 is the oldest version every broker answers
+_API_VERSIONS_API_KEY = 18
 _PR_SET_DEATHSIG = 1
 _LOG_TAIL_BYTES = 4000
 _FATAL_LOG_MARKERS = ("panicked", "AddrInUse")
@@ -159,6 +163,28 @@ def probe_metadata(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
         return False
     got_correlation_id, broker_count = struct.unpack_from(">ii", response)
     return got_correlation_id == correlation_id and broker_count >= 1
+
+
+def probe_api_versions(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
+    """Return whether a Kafka broker at host:port answers an ApiVersions request.
+
+    Unlike Metadata, ApiVersions is answered before SASL authentication.
+    """
+    correlation_id = 0x0F5B
+    client_id = b"fraudstream-probe"
+    body = struct.pack(">hhih", _API_VERSIONS_API_KEY, 0, correlation_id, len(client_id))
+    body += client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+            response = _recv_exact(sock, size)
+    except OSError:
+        return False
+    if len(response) < 10:
+        return False
+    got_correlation_id, error_code, api_count = struct.unpack_from(">ihi", response)
+    return got_correlation_id == correlation_id and error_code == 0 and api_count > 0
 
 
 def _death_signal_preexec() -> Callable[[], None] | None:
@@ -625,12 +651,13 @@ class EmbeddedBroker:
                     f"tansu failed during startup on {self.host}:{port}; "
                     f"log {self.log_path}:\n{tail}"
                 )
-            if probe_metadata(self.host, port, timeout_s=0.5):
+            if self._probe(port):
                 break
             if time.monotonic() >= deadline:
                 _terminate(self._proc, "tansu", self.stop_timeout_s, sig=signal.SIGINT)
+                request = "an ApiVersions" if self._authenticates else "a Metadata"
                 raise BrokerError(
-                    f"tansu on {self.host}:{port} did not answer a Metadata request within "
+                    f"tansu on {self.host}:{port} did not answer {request} request within "
                     f"{self.startup_timeout_s}s; log {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(_POLL_S)
@@ -645,6 +672,16 @@ class EmbeddedBroker:
             self.startup_s,
             self.log_path,
         )
+
+    @property
+    def _authenticates(self) -> bool:
+        return "--authentication" in self.extra_args
+
+    def _probe(self, port: int) -> bool:
+        # With --authentication Tansu answers nothing but ApiVersions and SASL before login.
+        if self._authenticates:
+            return probe_api_versions(self.host, port, timeout_s=0.5)
+        return probe_metadata(self.host, port, timeout_s=0.5)
 
     def stop_broker(self, *, kill: bool = False) -> None:
         """Stop only the broker process; storage, proxy and port stay reserved for it.
