@@ -455,7 +455,9 @@ class EmbeddedBroker:
     blocks on a full pipe); by default a temporary file that is kept for post-mortems.
     ``persistent=True`` starts a private :class:`LocalS3Server`; pass ``s3`` to share a
     running one instead (each broker then uses its own ``bucket``, unique by default).
-    ``tls_context`` (server side) implies ``via_proxy``.
+    ``tls_context`` (server side) implies ``via_proxy``. ``extra_args`` may be changed
+    between :meth:`stop_broker` and :meth:`start_broker`, e.g. to create SCRAM users and
+    then restart with ``--authentication``.
     """
 
     def __init__(
