@@ -58,6 +58,30 @@ _REDACTED = "***"
 _SEND_CHUNK = 5_000  # sends in flight before awaiting their acks
 
 
+class _MaskSaslExchange(logging.Filter):
+    """Masks SASL payloads in aiokafka's DEBUG log of every request and response.
+
+    aiokafka logs ``SaslAuthenticateRequest_v0(sasl_auth_bytes=b'\\x00user\\x00password')``:
+    with PLAIN that is the password in clear, with SCRAM the transcript an offline guesser
+    needs. Installed on the ``aiokafka.conn`` logger when this module is imported.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_is_sasl_exchange, record.args)):
+            record.args = tuple(
+                f"{type(arg).__name__}(<masked>)" if _is_sasl_exchange(arg) else arg
+                for arg in record.args
+            )
+        return True
+
+
+def _is_sasl_exchange(value: object) -> bool:
+    return type(value).__name__.startswith("SaslAuthenticate")
+
+
+logging.getLogger("aiokafka.conn").addFilter(_MaskSaslExchange())
+
+
 class TopicCreationError(FraudstreamError):
     """The broker refused to create a topic for a reason other than that it exists."""
 
