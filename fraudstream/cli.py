@@ -293,10 +293,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _flow_config(args: argparse.Namespace) -> Any:
-    from fraudstream.flows.scoring import FlowConfig
+    from fraudstream.flows.scoring import FlowConfig, Topics
     from fraudstream.state.features import get_feature_set
-
-    from fraudstream.flows.scoring import Topics
 
     topics = Topics(
         transactions=args.transactions_topic,
