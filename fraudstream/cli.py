@@ -9,6 +9,7 @@ Secrets (``sasl_password``) are never printed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -599,6 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _apply_config_file(parser, argv)
     args._argv = list(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("FRAUDSTREAM_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     try:
         return int(args.func(args))
     except FraudstreamError as exc:

@@ -436,16 +436,20 @@ def _merged_by_time(
     transactions: Iterable[bytes | dict[str, Any]], labels: Iterable[dict[str, Any]]
 ) -> Iterator[tuple[bool, bytes | dict[str, Any], int | None]]:
     """``(is_label, record, time)``: each label just before the first transaction at or after its
-    ``label_time_ms`` (as it would have been issued); raw bytes keep their place, without time."""
+    ``label_time_ms`` (as it would have been issued). A record without a usable time (raw bytes,
+    a malformed payload) keeps its place and takes the time of the record before it."""
     pending = sorted(labels, key=lambda lab: lab["label_time_ms"])
     li = 0
+    last: int | None = None
     for record in transactions:
         t = record.get("event_time_ms") if isinstance(record, dict) else None
-        if isinstance(t, int):
+        if type(t) is int and 0 <= t < 2**62:
             while li < len(pending) and pending[li]["label_time_ms"] <= t:
-                yield True, pending[li], pending[li]["label_time_ms"]
+                last = pending[li]["label_time_ms"]
+                yield True, pending[li], last
                 li += 1
-        yield False, record, t if isinstance(t, int) else None
+            last = t
+        yield False, record, last
     for lab in pending[li:]:
         yield True, lab, lab["label_time_ms"]
 

@@ -156,11 +156,10 @@ class Merger:
         self.buffered += 1
         return late
 
-    def skip_to(self, q: int, offset: int) -> None:
-        """The input continues at ``offset`` (records before it were removed from the log)."""
-        s = self._inputs[q]
-        if s.next_offset is None or offset > s.next_offset:
-            s.next_offset = offset
+    def reposition(self, q: int, offset: int) -> None:
+        """The input continues at ``offset``, forward or back (an offset reset by policy after
+        the log was lost or truncated); records buffered from it are kept."""
+        self._inputs[q].next_offset = offset
 
     def idle(self, q: int, ts_bound_ms: int) -> None:
         """Input ``q`` is caught up: it will deliver no record stamped before ``ts_bound_ms``.

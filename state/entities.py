@@ -46,6 +46,7 @@ class PartitionStats:
     fraud_ops: int = 0
     fraud_ignored: int = 0
     expired: int = 0
+    sweeps: int = 0
     errors: int = 0
 
 
@@ -276,6 +277,7 @@ class EntityPartition:
     def _sweep(self, clock_ms: int) -> None:
         """Delete entities idle for longer than the horizon plus lateness (no result changes)."""
         self._last_sweep_ms = clock_ms
+        self.stats.sweeps += 1
         self._write(list(self._dirty), {_META_SWEEP: _I64.pack(clock_ms)})
         cutoff = clock_ms - self.horizon_ms - self.fs.allowed_lateness_ms
         updates: dict[bytes, bytes | None] = {}
