@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format typecheck bench clean
+.PHONY: help install demo test soak lint format typecheck bench clean
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 test: lint ## lint, then the whole test suite (embedded broker included)
 	$(BIN)/pytest -q
+
+soak: $(STAMP) ## long fault campaign: ~100k events, 16 faults, <= 30 min; report in var/soak
+	$(BIN)/python -m tests.faults.campaign --soak --workdir var/soak
 
 bench: $(STAMP) ## benchmarks (outside the tests), results in benchmarks/results/latest.jsonl
 	$(BIN)/python -m benchmarks.run

@@ -317,6 +317,7 @@ def _flow_config(args: argparse.Namespace) -> Any:
         idle_grace_ms=args.idle_grace_ms,
         offset_policy=args.offset_policy,
         max_dead_letter_bytes=args.max_dead_letter_bytes,
+        fetch_wait_ms=args.fetch_wait_ms,
     )
 
 
@@ -561,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=200,
         help="how long a caught-up input partition may hold the others back (ordering)",
+    )
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=5,
+        help="longest a fetch waits for data (librdkafka fetch.wait.max.ms); brokers that "
+        "answer slowly from their storage need more (Tansu on s3: 100)",
     )
     p.add_argument(
         "--offset-policy",

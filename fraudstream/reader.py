@@ -12,10 +12,11 @@ What it does about the broker, per partition:
   partition's floor is raised to ``t - idle_grace_ms``, where ``t`` is the last time its broker
   was heard from (librdkafka's statistics, every 100 ms: with a 5 ms fetch wait a live broker
   answers continuously). A quiet partition thus holds the others back by at most the grace
-  period, and a network cut freezes the floors instead of letting them run ahead of records that
-  cannot reach us. A record that reaches a caught-up partition more than the grace period after
-  its timestamp is *late* (``fraudstream_input_late_records``); its position then depends on
-  timing. A bounded run (``tail=False``) ends each partition at its end instead.
+  period, and a network cut or broker outage freezes the floors (and holds them one more grace
+  period after contact resumes) instead of letting them run ahead of records that producers could
+  not deliver meanwhile. A record that reaches a caught-up partition more than the grace period
+  after its timestamp is *late* (``fraudstream_input_late_records``); its position then depends
+  on timing. A bounded run (``tail=False``) ends each partition at its end instead.
 * **ahead** of the release watermark with a full buffer: paused (backpressure), resumed later.
 * **offset beyond the log end** (broker lost its data, topic recreated) or before its start:
   ``offset_policy="fail"`` stops reading that partition, logs an error every 30 s and marks the
@@ -103,6 +104,25 @@ class ReaderConfig:
             )
 
 
+class _Contact:
+    """A broker's contact history, for idle floors (see ``OrderedReader._on_stats``)."""
+
+    __slots__ = ("gap_since", "hold_at", "hold_until", "last_heard")
+
+    def __init__(self) -> None:
+        self.last_heard: int | None = None
+        self.gap_since: int | None = None
+        self.hold_at: int | None = None
+        self.hold_until = 0
+
+    def effective(self, now: int) -> int | None:
+        if self.gap_since is not None:
+            return self.gap_since
+        if now < self.hold_until:
+            return self.hold_at
+        return self.last_heard
+
+
 class OrderedReader:
     """See the module docstring. ``resume`` is a :meth:`snapshot` (``None``: from the start)."""
 
@@ -117,6 +137,7 @@ class OrderedReader:
         self._finished_eof = False
         self._last_log: dict[Any, float] = {}
         self._alive: dict[tuple[str, int], int] = {}  # last time each partition's broker answered
+        self._contact: dict[int, _Contact] = {}
         self._next_metadata = 0.0
         conf = {
             **cfg.consumer,
@@ -272,19 +293,39 @@ class OrderedReader:
         self._log(("error", code, where), logging.WARNING, "consumer error on %s: %s", where, err)
 
     def _on_stats(self, raw: str) -> None:
-        """Note when each partition's leader last answered (``rxidle``: µs since a receive)."""
+        """Note when each partition's leader last answered (``rxidle``: µs since a receive).
+
+        After a gap in contact (broker down, network cut) the answer time is held at the gap's
+        start for one more grace period: records that producers could not deliver during the gap
+        arrive right after it, and must still find the floors below their timestamps.
+        """
         now = self.cfg.clock_ms()
+        gap_ms = max(1000, 3 * self.cfg.fetch_wait_ms)
         try:
             stats = orjson.loads(raw)
-            heard = {
-                b["nodeid"]: now - b["rxidle"] // 1000
-                for b in stats["brokers"].values()
-                if b.get("state") == "UP" and b.get("rxidle", -1) >= 0
-            }
+            effective: dict[int, int] = {}
+            for b in stats["brokers"].values():
+                node = b.get("nodeid", -1)
+                if node < 0:
+                    continue
+                c = self._contact.setdefault(node, _Contact())
+                idle = b.get("rxidle", -1)
+                heard = now - idle // 1000 if b.get("state") == "UP" and idle >= 0 else None
+                if heard is None or now - heard > gap_ms:
+                    if c.gap_since is None:
+                        c.gap_since = c.last_heard if c.last_heard is not None else now
+                else:
+                    if c.gap_since is not None:
+                        c.hold_at, c.hold_until = c.gap_since, now + self.cfg.idle_grace_ms
+                        c.gap_since = None
+                    c.last_heard = heard
+                t = c.effective(now)
+                if t is not None:
+                    effective[node] = t
             for topic in self._topics:
                 parts = stats["topics"].get(topic, {}).get("partitions", {})
                 for p, info in parts.items():
-                    t = heard.get(info.get("leader"))
+                    t = effective.get(info.get("leader", -1))
                     if t is not None and int(p) >= 0:
                         self._alive[(topic, int(p))] = t
         except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
