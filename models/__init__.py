@@ -1,6 +1,6 @@
 """Models: the per-event protocol, the XGBoost champion, its training and its registry."""
 
-from fraudstream.models.base import Model
+from fraudstream.models.base import Model, sha256_hex, verify_sha256
 from fraudstream.models.champion import XGBChampion
 from fraudstream.models.registry import LoadedModel, ModelRegistry, parse_model_ref
 from fraudstream.models.train import (
@@ -23,5 +23,7 @@ __all__ = [
     "auc_roc",
     "average_precision",
     "parse_model_ref",
+    "sha256_hex",
     "train_champion",
+    "verify_sha256",
 ]
