@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self, cast
@@ -242,7 +241,15 @@ class OnlineLogistic(Model):
     # -- learning --------------------------------------------------------------------------------
 
     def _learn_features(self, values: np.ndarray, y: int) -> None:
-        x = {k: v for k, v in zip(self._keys, values.tolist(), strict=True) if math.isfinite(v)}
+        finite = np.isfinite(values)
+        if finite.all():
+            x = dict(zip(self._keys, values.tolist(), strict=True))
+        else:
+            x = {
+                k: v
+                for k, v, ok in zip(self._keys, values.tolist(), finite.tolist(), strict=True)
+                if ok
+            }
         self._scaler.learn_one(x)
         scaled = self._scaler.transform_one(x)
         if self._sampler is not None:
