@@ -9,7 +9,7 @@ Pipeline, per labelled event (``learn_one``), exactly as River's ``compose.Pipel
 1. ``transform``: ``"none"`` keeps the features; ``"log"`` replaces each value ``v`` by
    ``sign(v) * log1p(|v|)``; ``"both"`` keeps the raw values and appends the logged ones (amounts,
    counts and sums are heavy-tailed; the log makes them usable by a linear model, the raw values
-   keep thresholds such as "amount above 220"). Missing and non-finite values are left out.
+   keep the top of the range the log compresses). Missing and non-finite values are left out.
 2. ``preprocessing.StandardScaler``: learns from the event, then scales it.
 3. optionally ``imblearn.RandomUnderSampler`` (``undersample`` = desired share of positives).
 4. ``linear_model.LogisticRegression`` with the chosen optimizer.
@@ -18,9 +18,9 @@ Scoring (``score_many``) does not go through River's per-event dicts: the scaler
 variances, the weights and the intercept are read into arrays after learning, and a batch is
 scored with elementwise numpy and a row-wise ``np.add.reduce``. A matrix product (``X @ w``, what
 River's own ``predict_proba_many`` does) goes through BLAS, whose kernels block rows and give a
-row a different rounding depending on its batch: not batch-invariant. A missing or non-finite
-value, or a feature whose variance is still 0, contributes 0 after scaling, as River's
-``transform_one`` and its sparse dot product do.
+row a different rounding depending on its batch: not batch-invariant. A missing value, or a
+feature whose variance is still 0, contributes 0 after scaling, as River's ``transform_one`` and
+its sparse dot product do; a non-finite value counts as missing.
 
 Persistence is JSON of the River state (scaler counts, means and variances; weights, intercept,
 optimizer state; sampler counts and random state), never pickle: floats are written with
@@ -228,14 +228,15 @@ class OnlineLogistic(Model):
         if X.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
         mean, std, w, intercept = self._state_arrays()
-        Z = self._features(X)
-        Z = Z - mean
-        Z /= std
-        Z[~np.isfinite(Z)] = 0.0
-        Z *= w
-        logit = np.add.reduce(Z, axis=1)  # per row (pairwise sum), never a BLAS product
-        logit += intercept
-        with np.errstate(over="ignore"):
+        # inf input over an infinite std is nan, exp overflows to inf: both are handled below
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = self._features(X)
+            Z = Z - mean
+            Z /= std
+            Z[~np.isfinite(Z)] = 0.0
+            Z *= w
+            logit = np.add.reduce(Z, axis=1)  # per row (pairwise sum), never a BLAS product
+            logit += intercept
             return 1.0 / (1.0 + np.exp(-logit))
 
     # -- learning --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -84,6 +85,18 @@ def test_non_finite_values_count_as_missing(data):
     a.learn_one({**x, "f2": float("inf"), "f4": float("nan")}, 1)
     b.learn_one({k: v for k, v in x.items() if k not in ("f2", "f4")}, 1)
     assert a.to_bytes() == b.to_bytes()
+
+
+def test_infinite_value_on_a_zero_variance_feature_warns_nothing(data):
+    X, y = data
+    X = X.copy()
+    X[:, 5] = 7.0
+    model = fit_challenger(X, y, NAMES, seed=1)
+    row = X[:1].copy()
+    row[0, 5] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.score_many(row) == model.score_many(X[:1])
 
 
 def test_zero_variance_feature_contributes_nothing(data):
