@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from typing import Any
@@ -181,7 +182,16 @@ def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
 
     ``port=0`` picks a free port (``server.server_port``).
     """
-    server = make_server(addr, port, _app(make_wsgi_app()), handler_class=_Quiet)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            server = make_server(addr, port, _app(make_wsgi_app()), handler_class=_Quiet)
+            break
+        except OSError as exc:
+            # a previous instance that was just killed may hold the port for a moment
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # retrying the bind within a deadline
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     LAST_BATCH.set(time.time())
     return server

@@ -355,6 +355,15 @@ class Sidecar:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=60)
+        self._gone()
+
+    def _gone(self) -> None:
+        """Wait until no process of the group is left (children die a moment after)."""
+        deadline = time.monotonic() + 60
+        while self.pids():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sidecar processes {self.pids()} outlive their group")
+            time.sleep(0.05)  # polling /proc with a deadline
 
     def terminate(self) -> None:
         assert self.proc is not None
@@ -364,6 +373,7 @@ class Sidecar:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            self._gone()
 
     def stop(self) -> None:
         """Whatever happened: nothing of the sidecar outlives the campaign."""
