@@ -56,7 +56,7 @@ from fraudstream.metrics import (
     SCORE_BATCH,
     STEP_ERRORS,
 )
-from fraudstream.models.decide import Decider
+from fraudstream.models.decide import Decider, Scorer
 from fraudstream.models.registry import ModelRegistry
 from fraudstream.reader import K_DLQ, K_TX, OffsetPolicy, ReaderConfig, Received
 from fraudstream.schema import Limits, Rejected
@@ -314,9 +314,16 @@ class _DecideLogic(StatefulBatchLogic):
         self.cfg = cfg
         resume = resume or {}
         self.store = _open_store(cfg, "decisions", resume.get("epoch"), DECISIONS_FORMAT)
+        production = Scorer(
+            version=model.version,
+            kind="xgboost",
+            stage="production",
+            model=model.champion,
+            thresholds=dict(model.manifest["thresholds"]),
+        )
         self.decider = Decider(
             cfg.feature_set,
-            model,
+            production=production,
             decisions=DecisionStore(self.store, ttl_ms=cfg.feature_set.horizon_ms()),
             clock_ms=cfg.clock_ms,
         )
@@ -329,11 +336,9 @@ class _DecideLogic(StatefulBatchLogic):
                 decider.push(value[1])
             else:
                 decider.push([value])
-        batches = len(decider.scored_batches)
         outs = decider.drain()
-        for rows in decider.scored_batches[batches:]:
+        for rows in decider.stats.batch_rows:
             SCORE_BATCH.observe(rows)
-        del decider.scored_batches[:]
         cfg = self.cfg
         topic = cfg.topics.decisions
         msgs: list[Any] = []
@@ -342,7 +347,7 @@ class _DecideLogic(StatefulBatchLogic):
         now = cfg.clock_ms()
         for out in outs:
             if out[0] == "decision":
-                _, tx_id, record, action, ingest_ms = out
+                _, tx_id, record, action, ingest_ms, _stage = out
                 msgs.append(
                     OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq)
                 )
