@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fraudstream.cli import main
 from fraudstream.schema import Label, Limits, Transaction, parse_label, parse_transaction
 from fraudstream.simulate import (
     COUNTRIES,
@@ -547,6 +548,26 @@ def test_drift_streams_pass_the_ingest_schema() -> None:
     for lab in sim.labels:
         now_ms = lab["label_time_ms"]
         assert isinstance(parse_label(orjson.dumps(lab), now_ms=now_ms, limits=limits), Label)
+
+
+def test_cli_simulate_drift_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--seed", "3", "--customers", "80", "--terminals", "200", "--days", "4"]
+    out = tmp_path / "out"
+    drift = ["--drift-at", "2", "--drift", "label,new-pattern", "--drift", "amount,label"]
+    assert main([*argv, *drift, "--out-dir", str(out)]) == 0
+    config = SimConfig(
+        seed=3, n_customers=80, n_terminals=200, days=4, drift_at_day=2, drift_kinds=DRIFT_KINDS
+    )
+    sim = generate(config)
+    assert list(read_jsonl(out / "transactions.jsonl")) == sim.transactions
+    assert list(read_jsonl(out / "labels.jsonl")) == sim.labels
+    truth = {r["tx_id"]: r["scenario"] for r in read_jsonl(out / "truth.jsonl")}
+    assert truth == sim.fraud and "card_testing" in truth.values()
+    capsys.readouterr()
+    assert main([*argv, "--drift-at", "4", "--drift", "amount", "--out-dir", str(out)]) == 2
+    assert "beyond the stream" in capsys.readouterr().err
+    assert main([*argv, "--drift-at", "1", "--drift", "volume", "--out-dir", str(out)]) == 2
+    assert "unknown kind 'volume'" in capsys.readouterr().err
 
 
 # --- config ----------------------------------------------------------------------------------
