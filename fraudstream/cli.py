@@ -102,14 +102,28 @@ def _all_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> l
     return list(sub._actions) if sub is not None else []
 
 
+def _drift_kinds(value: str | list[str] | None) -> list[str]:
+    """``--drift`` kinds, comma-separated in each flag, env value or TOML string or array."""
+    items = [value] if isinstance(value, str) else value or []
+    kinds = [kind.strip() for item in items for kind in item.split(",")]
+    return list(dict.fromkeys(kind for kind in kinds if kind))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from fraudstream.simulate import SimConfig, generate, write_jsonl
 
-    sim = generate(
-        SimConfig(
-            seed=args.seed, n_customers=args.customers, n_terminals=args.terminals, days=args.days
+    try:
+        config = SimConfig(
+            seed=args.seed,
+            n_customers=args.customers,
+            n_terminals=args.terminals,
+            days=args.days,
+            drift_at_day=args.drift_at,
+            drift_kinds=tuple(_drift_kinds(args.drift)),
         )
-    )
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from exc
+    sim = generate(config)
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -438,6 +452,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=5000)
     p.add_argument("--terminals", type=int, default=10000)
     p.add_argument("--days", type=int, default=30)
+    p.add_argument(
+        "--drift-at",
+        type=int,
+        default=None,
+        metavar="DAY",
+        help="day (0-based, < --days) from whose start the --drift kinds act; the output before "
+        "it is the same as without drift",
+    )
+    p.add_argument(
+        "--drift",
+        action="extend",
+        type=_drift_kinds,
+        default=None,
+        metavar="KIND",
+        help="drift from --drift-at on, repeatable or comma-separated: amount (legitimate "
+        "amounts x2.5), new-pattern (card-testing bursts, ground truth card_testing), label "
+        "(half the frauds never charged back, a fifth of reviews say fraud); details in "
+        "fraudstream.simulate",
+    )
     p.add_argument("--out-dir", help="write JSONL here instead of producing to Kafka")
     p.add_argument("--rate", type=float, default=None, help="events/s when producing")
     p.add_argument(

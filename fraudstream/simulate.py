@@ -37,9 +37,46 @@ Labels: every fraud gets ``label=1, source="chargeback"`` after ``chargeback_del
 uniform jitter; a fraction of frauds gets a second, later chargeback; a fraction of legitimate
 transactions gets ``label=0, source="review"``. Labels may fall after the last transaction.
 
+Drift switches (off by default), for streams with a known change at a known instant:
+``drift_kinds`` names any of :data:`DRIFT_KINDS` and ``drift_at_day`` the day ``D`` (0-based,
+``0 <= D < days``) from whose start, ``start_ms + D * DAY_MS`` (:attr:`SimConfig.drift_start_ms`),
+they act. Each acts on the transactions with ``event_time_ms`` at or after that instant and on
+their labels, never on earlier ones:
+
+``amount``       legitimate customers spend ``drift_amount_factor`` (2.5) times more: each
+                 legitimate amount is multiplied by it and rounded to cents, so the mean and the
+                 spread of every customer's spending move by that factor. Frauds keep their
+                 amounts and the same transactions are fraud as without drift (the ``amount``
+                 rule saw the undrifted amount), so legitimate amounts above the threshold appear;
+                 the labels do not change.
+``new-pattern``  card testing, which no earlier day has: on each day from ``D``,
+                 ``poisson(drift_card_testing_per_day)`` (2) bursts of 20-60
+                 (``drift_card_testing_burst_size``, uniform) ``ecom`` payments within 10 minutes
+                 (``drift_card_testing_burst_ms``), each burst from one fresh device and IP in a
+                 country uniform among :data:`COUNTRIES` (the payments' country and currency),
+                 at one online merchant uniform among them (not by popularity); each payment on
+                 a card uniform among all cards (any customer's), of 0.50-2.00
+                 (``drift_card_testing_amount``, uniform, in cents). Ground truth
+                 ``card_testing`` (:data:`DRIFT_SCENARIOS`); labelled like the other frauds
+                 (chargeback delay, jitter and duplicate rate). Earlier transactions keep their
+                 ``tx_id``; later ones shift, as ids follow event time.
+``label``        of the frauds (card testing included), a share
+                 ``drift_chargeback_loss_rate`` (0.5) never gets a chargeback (nor a duplicate);
+                 of the reviews (``label=0``), a share ``drift_review_flip_rate`` (0.2) says
+                 ``label=1``, source still ``review``, at the same time. Each is drawn
+                 independently per transaction. Transactions and ground truth do not change, so
+                 these labels disagree with the ground truth.
+
+As labels come after their transaction, the label stream shows the ``label`` drift from one day
+(reviews) and seven days (chargebacks) after the instant on (the default delays).
+
 Randomness: one named child stream of ``SeedSequence(seed)`` per component, so a scenario knob
 (e.g. ``ato_per_day``) changes only its own transactions, never the legitimate stream. The same
-config always produces the same output.
+config always produces the same output. The drift draws from its own child, spawned after the
+others so they keep their seeds, and split into one grandchild per kind (``amount`` draws
+nothing). Hence, with a drift, the transactions before the instant (``tx_id`` included), their
+labels and their ground truth, and so every label issued before the instant, are byte-for-byte
+those of the same config without drift; and turning a kind on changes no other kind's draws.
 
 IP prefixes per country are made up (disjoint per country), not real allocations; amounts are
 nominal and not converted between currencies.
@@ -48,6 +85,7 @@ nominal and not converted between currencies.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -62,6 +100,8 @@ from fraudstream.runtime import gc_paused
 
 __all__ = [
     "COUNTRIES",
+    "DRIFT_KINDS",
+    "DRIFT_SCENARIOS",
     "SCENARIOS",
     "SimConfig",
     "Simulation",
@@ -74,7 +114,10 @@ DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 
 SCENARIOS = ("amount", "terminal", "customer", "ato")
-_AMOUNT, _TERMINAL, _CUSTOMER, _ATO = 1, 2, 3, 4
+DRIFT_KINDS = ("amount", "new-pattern", "label")
+DRIFT_SCENARIOS = ("card_testing",)  # fraud scenarios that only a drift switch brings
+_AMOUNT, _TERMINAL, _CUSTOMER, _ATO, _CARD_TESTING = 1, 2, 3, 4, 5
+_SCENARIO_NAMES = (*SCENARIOS, *DRIFT_SCENARIOS)  # indexed by fraud code - 1
 
 # country -> (currency, first IP octets). Made-up, disjoint prefixes: an IP names one country.
 COUNTRIES: Mapping[str, tuple[str, tuple[int, ...]]] = MappingProxyType(
@@ -123,7 +166,8 @@ _MEAN_AMOUNT_RANGE = (5.0, 100.0)
 _MAX_TX_PER_DAY = 4.0
 _TIME_OF_DAY_STD_MS = 20_000_000.0
 
-_STREAMS = ("world", "tx", "terminal", "customer", "ato", "labels")
+# Spawned in this order; "drift" comes last so that adding it left the others' seeds unchanged.
+_STREAMS = ("world", "tx", "terminal", "customer", "ato", "labels", "drift")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -202,6 +246,20 @@ class SimConfig:
     ato_burst_size: tuple[int, int] = (5, 15)
     ato_burst_ms: int = 30 * MINUTE_MS
     ato_amount_multiplier: tuple[float, float] = (2.0, 6.0)
+    # drift switches, off by default: the kinds of DRIFT_KINDS that act from the start of day
+    # drift_at_day (0-based) on; kinds are stored in DRIFT_KINDS order
+    drift_at_day: int | None = None
+    drift_kinds: tuple[str, ...] = ()
+    # drift "amount": legitimate amounts x factor
+    drift_amount_factor: float = 2.5
+    # drift "new-pattern": card-testing bursts
+    drift_card_testing_per_day: float = 2.0
+    drift_card_testing_burst_size: tuple[int, int] = (20, 60)
+    drift_card_testing_burst_ms: int = 10 * MINUTE_MS
+    drift_card_testing_amount: tuple[float, float] = (0.5, 2.0)
+    # drift "label": share of frauds never charged back, share of reviews saying label 1
+    drift_chargeback_loss_rate: float = 0.5
+    drift_review_flip_rate: float = 0.2
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, 0)
@@ -218,8 +276,10 @@ class SimConfig:
         _check_int("compromised_customers_per_day", self.compromised_customers_per_day, 0)
         _check_int("customer_compromise_days", self.customer_compromise_days, 1)
         _check_int("ato_burst_ms", self.ato_burst_ms, 1)
-        if self.ato_burst_ms >= DAY_MS:
-            raise ValueError(f"SimConfig.ato_burst_ms must be < one day, got {self.ato_burst_ms}")
+        _check_int("drift_card_testing_burst_ms", self.drift_card_testing_burst_ms, 1)
+        for name in ("ato_burst_ms", "drift_card_testing_burst_ms"):
+            if getattr(self, name) >= DAY_MS:
+                raise ValueError(f"SimConfig.{name} must be < one day, got {getattr(self, name)}")
         for name in (
             "duplicate_label_rate",
             "review_rate",
@@ -229,6 +289,8 @@ class SimConfig:
             "second_device_use",
             "ecom_share",
             "customer_fraud_fraction",
+            "drift_chargeback_loss_rate",
+            "drift_review_flip_rate",
         ):
             _check_rate(name, getattr(self, name))
         for name, minimum in (
@@ -237,6 +299,7 @@ class SimConfig:
             ("fraud_amount_threshold", 0.0),
             ("customer_fraud_multiplier", 0.0),
             ("ato_per_day", 0.0),
+            ("drift_card_testing_per_day", 0.0),
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
@@ -246,8 +309,11 @@ class SimConfig:
         _check_range("review_delay_ms", self.review_delay_ms, 0)
         _check_range("ato_burst_size", self.ato_burst_size, 1)
         _check_range("ato_amount_multiplier", self.ato_amount_multiplier, 0.0)
-        if not all(type(v) is int for v in (*self.review_delay_ms, *self.ato_burst_size)):
-            raise ValueError("SimConfig.review_delay_ms and ato_burst_size must hold ints")
+        _check_range("drift_card_testing_burst_size", self.drift_card_testing_burst_size, 1)
+        _check_range("drift_card_testing_amount", self.drift_card_testing_amount, 0.0)
+        for name in ("review_delay_ms", "ato_burst_size", "drift_card_testing_burst_size"):
+            if not all(type(v) is int for v in getattr(self, name)):
+                raise ValueError(f"SimConfig.{name} must hold ints")
         if self.compromised_terminals_per_day > self.n_terminals:
             raise ValueError("SimConfig.compromised_terminals_per_day exceeds n_terminals")
         if self.compromised_customers_per_day > self.n_customers:
@@ -269,6 +335,50 @@ class SimConfig:
                 )
         if len({code for code, _ in homes}) != len(homes):
             raise ValueError("SimConfig.home_countries lists a country twice")
+        self._check_drift()
+
+    def _check_drift(self) -> None:
+        kinds, day = self.drift_kinds, self.drift_at_day
+        if not isinstance(kinds, tuple) or not all(isinstance(k, str) for k in kinds):
+            raise ValueError(f"SimConfig.drift_kinds must be a tuple of str, got {kinds!r}")
+        unknown = [k for k in kinds if k not in DRIFT_KINDS]
+        if unknown:
+            raise ValueError(
+                f"SimConfig.drift_kinds: unknown kind {unknown[0]!r}; known: "
+                f"{', '.join(DRIFT_KINDS)}"
+            )
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"SimConfig.drift_kinds lists a kind twice: {kinds!r}")
+        if day is not None:
+            _check_int("drift_at_day", day, 0)
+            if day >= self.days:
+                raise ValueError(
+                    f"SimConfig.drift_at_day must be < days ({self.days}): day {day} is beyond "
+                    "the stream"
+                )
+        if bool(kinds) != (day is not None):
+            raise ValueError(
+                "SimConfig.drift_kinds and drift_at_day go together: "
+                f"got drift_kinds={kinds!r}, drift_at_day={day!r}"
+            )
+        factor = self.drift_amount_factor
+        if (
+            not isinstance(factor, int | float)
+            or isinstance(factor, bool)
+            or not 0 < factor < math.inf
+        ):
+            raise ValueError(
+                f"SimConfig.drift_amount_factor must be a finite number > 0, got {factor!r}"
+            )
+        # one spelling per set of kinds: equal switches give equal configs
+        object.__setattr__(self, "drift_kinds", tuple(k for k in DRIFT_KINDS if k in kinds))
+
+    @property
+    def drift_start_ms(self) -> int | None:
+        """The instant the drift switches act from, or None without drift."""
+        if self.drift_at_day is None:
+            return None
+        return self.start_ms + self.drift_at_day * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -276,7 +386,7 @@ class Simulation:
     """Generated transactions (by event time), labels (by label time) and the ground truth.
 
     ``fraud`` maps the ``tx_id`` of every fraudulent transaction to its scenario name
-    (one of :data:`SCENARIOS`).
+    (one of :data:`SCENARIOS`, or of :data:`DRIFT_SCENARIOS` with the ``new-pattern`` drift).
     """
 
     transactions: list[dict]
@@ -524,13 +634,8 @@ def _ato_bursts(
     # a foreign country: uniform among the table's countries other than the victim's home
     shift = rng.integers(1, len(COUNTRIES), size=n_bursts)
     country = (world.home[victim] + shift) % len(COUNTRIES)
-    known = set(world.device_codes.tolist())
-    codes: list[int] = []
-    for code in rng.integers(0, 2**63, size=n_bursts, dtype=np.int64).tolist():
-        while code in known:  # a device the account "never used": reject any collision
-            code = int(rng.integers(0, 2**63))
-        known.add(code)
-        codes.append(code)
+    # a device the account "never used": reject any collision
+    codes = _fresh_devices(rng, n_bursts, set(world.device_codes.tolist()))
     ips = _random_ips(rng, country)
 
     burst = np.repeat(np.arange(n_bursts), size)
@@ -557,6 +662,65 @@ def _ato_bursts(
     return batch, codes, ips
 
 
+def _fresh_devices(rng: np.random.Generator, n: int, known: set[int]) -> list[int]:
+    """``n`` device codes outside ``known`` (added to it): devices no account ever used."""
+    codes: list[int] = []
+    for code in rng.integers(0, 2**63, size=n, dtype=np.int64).tolist():
+        while code in known:
+            code = int(rng.integers(0, 2**63))
+        known.add(code)
+        codes.append(code)
+    return codes
+
+
+def _card_testing(
+    config: SimConfig,
+    world: _World,
+    known_devices: set[int],
+    first_device: int,
+    rng: np.random.Generator,
+) -> tuple[_Batch, list[int], list[str]]:
+    """The ``new-pattern`` drift: card-testing bursts from the drift day on, sorted by time.
+
+    Returns the transactions and their devices' codes and IPs; the bursts' devices are numbered
+    from ``first_device``.
+    """
+    assert config.drift_at_day is not None
+    days = np.arange(config.drift_at_day, config.days)
+    per_day = rng.poisson(config.drift_card_testing_per_day, size=len(days))
+    n_bursts = int(per_day.sum())
+    burst_day = np.repeat(days, per_day)
+    lo, hi = config.drift_card_testing_burst_size
+    size = rng.integers(lo, hi + 1, size=n_bursts)
+    start = rng.integers(0, DAY_MS - config.drift_card_testing_burst_ms, size=n_bursts)
+    merchant = rng.integers(0, config.n_online_merchants, size=n_bursts)
+    country = rng.integers(0, len(COUNTRIES), size=n_bursts)
+    codes = _fresh_devices(rng, n_bursts, known_devices)
+    ips = _random_ips(rng, country)
+
+    burst = np.repeat(np.arange(n_bursts), size)
+    n = len(burst)
+    offset = rng.integers(0, config.drift_card_testing_burst_ms, size=n)
+    card = rng.integers(0, int(world.n_cards.sum()), size=n)  # uniform among all cards
+    customer = np.searchsorted(world.card_ptr, card, side="right") - 1
+    lo_amount, hi_amount = config.drift_card_testing_amount
+    amount = np.round(rng.uniform(lo_amount, hi_amount, n), 2)
+    day = burst_day[burst]
+    batch = _Batch(
+        time_ms=config.start_ms + day * DAY_MS + start[burst] + offset,
+        day=day,
+        customer=customer,
+        terminal=config.n_terminals + merchant[burst],
+        card=card,
+        device=first_device + burst,
+        country=country[burst],
+        ecom=np.ones(n, dtype=bool),
+        amount=amount,
+        fraud=np.full(n, _CARD_TESTING, dtype=np.int8),
+    )
+    return _take(batch, np.argsort(batch.time_ms, kind="stable")), codes, ips
+
+
 def _concat(a: _Batch, b: _Batch) -> _Batch:
     return _Batch(
         **{f.name: np.concatenate((getattr(a, f.name), getattr(b, f.name))) for f in fields(_Batch)}
@@ -567,43 +731,105 @@ def _take(batch: _Batch, rows: np.ndarray) -> _Batch:
     return _Batch(**{f.name: getattr(batch, f.name)[rows] for f in fields(_Batch)})
 
 
-def _labels(
-    config: SimConfig,
-    time_ms: np.ndarray,
-    fraud: np.ndarray,
-    rng: np.random.Generator,
-    tx_ids: list[str],
-) -> list[dict]:
-    fraud_rows = np.flatnonzero(fraud)
+_FIRST, _DUPLICATE, _REVIEW = 0, 1, 2  # label kinds, in their tie-break order
+
+
+@dataclass
+class _Labels:
+    """Label columns: the labelled row, the label time, its kind and its value (0 or 1)."""
+
+    rows: np.ndarray
+    time_ms: np.ndarray
+    kind: np.ndarray
+    value: np.ndarray
+
+
+def _concat_labels(a: _Labels, b: _Labels) -> _Labels:
+    return _Labels(
+        **{
+            f.name: np.concatenate((getattr(a, f.name), getattr(b, f.name)))
+            for f in fields(_Labels)
+        }
+    )
+
+
+def _chargebacks(
+    config: SimConfig, time_ms: np.ndarray, fraud_rows: np.ndarray, rng: np.random.Generator
+) -> _Labels:
+    """A first chargeback for each fraud row, and a second one for a share of them."""
     first = time_ms[fraud_rows] + config.chargeback_delay_ms
     first += rng.integers(0, config.chargeback_jitter_ms + 1, size=len(fraud_rows))
     dup = rng.random(len(fraud_rows)) < config.duplicate_label_rate
     dup_rows = fraud_rows[dup]
     dup_time = first[dup] + rng.integers(1, config.duplicate_label_delay_ms + 1, size=len(dup_rows))
+    n = len(fraud_rows) + len(dup_rows)
+    return _Labels(
+        rows=np.concatenate((fraud_rows, dup_rows)),
+        time_ms=np.concatenate((first, dup_time)),
+        kind=np.repeat(
+            np.asarray([_FIRST, _DUPLICATE], dtype=np.int8), [len(fraud_rows), len(dup_rows)]
+        ),
+        value=np.ones(n, dtype=np.int8),
+    )
+
+
+def _labels(
+    config: SimConfig, time_ms: np.ndarray, fraud: np.ndarray, rng: np.random.Generator
+) -> _Labels:
+    """Chargebacks of the frauds, then reviews of a share of the legitimate rows."""
+    chargebacks = _chargebacks(config, time_ms, np.flatnonzero(fraud), rng)
     legit_rows = np.flatnonzero(fraud == 0)
     review_rows = legit_rows[rng.random(len(legit_rows)) < config.review_rate]
     lo, hi = config.review_delay_ms
     review_time = time_ms[review_rows] + rng.integers(lo, hi + 1, size=len(review_rows))
-
-    rows = np.concatenate((fraud_rows, dup_rows, review_rows))
-    when = np.concatenate((first, dup_time, review_time))
-    kind = np.concatenate(
-        (
-            np.zeros(len(fraud_rows), dtype=np.int8),
-            np.ones(len(dup_rows), dtype=np.int8),
-            np.full(len(review_rows), 2, dtype=np.int8),
-        )
+    reviews = _Labels(
+        rows=review_rows,
+        time_ms=review_time,
+        kind=np.full(len(review_rows), _REVIEW, dtype=np.int8),
+        value=np.zeros(len(review_rows), dtype=np.int8),
     )
-    order = np.lexsort((kind, rows, when))
+    return _concat_labels(chargebacks, reviews)
+
+
+def _drift_labels(
+    config: SimConfig,
+    time_ms: np.ndarray,
+    labels: _Labels,
+    start_ms: int,
+    rng: np.random.Generator,
+) -> _Labels:
+    """The ``label`` drift on the labels of the transactions from ``start_ms`` on.
+
+    Draws one uniform per such fraud, then one per such review, both in transaction order, so
+    the draws depend on these labels only.
+    """
+    after = time_ms[labels.rows] >= start_ms
+    first = np.flatnonzero(after & (labels.kind == _FIRST))
+    lost = labels.rows[first[rng.random(len(first)) < config.drift_chargeback_loss_rate]]
+    reviews = np.flatnonzero(after & (labels.kind == _REVIEW))
+    flipped = reviews[rng.random(len(reviews)) < config.drift_review_flip_rate]
+    value = labels.value.copy()
+    value[flipped] = 1
+    keep = ~np.isin(labels.rows, lost)  # a lost fraud's duplicate goes with it
+    return _Labels(labels.rows[keep], labels.time_ms[keep], labels.kind[keep], value[keep])
+
+
+def _label_records(labels: _Labels, tx_ids: list[str]) -> list[dict]:
+    """Records by label time; ties by transaction, then first, duplicate, review."""
+    order = np.lexsort((labels.kind, labels.rows, labels.time_ms))
     return [
         {
             "tx_id": tx_ids[r],
-            "label": 0 if k == 2 else 1,
+            "label": v,
             "label_time_ms": t,
-            "source": "review" if k == 2 else "chargeback",
+            "source": "review" if k == _REVIEW else "chargeback",
         }
-        for r, t, k in zip(
-            rows[order].tolist(), when[order].tolist(), kind[order].tolist(), strict=True
+        for r, t, k, v in zip(
+            labels.rows[order].tolist(),
+            labels.time_ms[order].tolist(),
+            labels.kind[order].tolist(),
+            labels.value[order].tolist(),
+            strict=True,
         )
     ]
 
@@ -612,8 +838,15 @@ def generate(config: SimConfig) -> Simulation:
     """Generate transactions, labels and ground truth; deterministic in ``config``."""
     if not isinstance(config, SimConfig):
         raise TypeError(f"generate() needs a SimConfig, got {type(config).__name__}")
-    seeds = np.random.SeedSequence(config.seed).spawn(len(_STREAMS))
-    rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds, strict=True)}
+    seeds = dict(
+        zip(_STREAMS, np.random.SeedSequence(config.seed).spawn(len(_STREAMS)), strict=True)
+    )
+    rngs = {name: np.random.default_rng(seeds[name]) for name in _STREAMS if name != "drift"}
+    # one child per kind, used or not, so a kind's draws never depend on the other kinds
+    drift_rngs = {
+        kind: np.random.default_rng(seed)
+        for kind, seed in zip(DRIFT_KINDS, seeds["drift"].spawn(len(DRIFT_KINDS)), strict=True)
+    }
     world = _build_world(config, rngs["world"])
     base = _base_transactions(config, world, rngs["tx"])
     _inject_handbook_frauds(config, base, rngs["terminal"], rngs["customer"])
@@ -623,18 +856,55 @@ def generate(config: SimConfig) -> Simulation:
     # Ties in event time keep generation order, which is itself deterministic.
     order = np.argsort(batch.time_ms, kind="stable")
     b = _take(batch, order)
+    codes, ips = [*world.device_codes.tolist(), *ato_codes], [*world.device_ips, *ato_ips]
+
+    labels = _labels(config, b.time_ms, b.fraud, rngs["labels"])
+
+    # Drift: each kind touches only transactions from start_ms on and their labels.
+    kinds, start_ms = config.drift_kinds, config.drift_start_ms
+    if start_ms is not None and "amount" in kinds:
+        # after the scenarios: which transactions are fraud, and their amounts, do not move
+        drifted = (b.fraud == 0) & (b.time_ms >= start_ms)
+        b.amount[drifted] = np.round(b.amount[drifted] * config.drift_amount_factor, 2)
+    if start_ms is not None and "label" in kinds:
+        labels = _drift_labels(config, b.time_ms, labels, start_ms, drift_rngs["label"])
+    if start_ms is not None and "new-pattern" in kinds:
+        rng = drift_rngs["new-pattern"]
+        new, new_codes, new_ips = _card_testing(config, world, set(codes), len(codes), rng)
+        new_labels = _chargebacks(config, new.time_ms, np.arange(len(new.time_ms)), rng)
+        if "label" in kinds:
+            new_labels = _drift_labels(
+                config, new.time_ms, new_labels, start_ms, drift_rngs["label"]
+            )
+        b, labels = _merge(b, labels, new, new_labels)
+        codes += new_codes
+        ips += new_ips
 
     with gc_paused():  # ~10^6 acyclic dicts: full collections would double the time
-        return _records(config, world, b, ato_codes, ato_ips, rngs["labels"])
+        return _records(config, world, b, codes, ips, labels)
+
+
+def _merge(a: _Batch, a_labels: _Labels, b: _Batch, b_labels: _Labels) -> tuple[_Batch, _Labels]:
+    """Two time-sorted batches as one (ties: ``a`` first) with their labels' rows renumbered."""
+    both = _concat(a, b)
+    order = np.argsort(both.time_ms, kind="stable")
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    shift = len(a.time_ms)
+    b_labels = _Labels(
+        position[b_labels.rows + shift], b_labels.time_ms, b_labels.kind, b_labels.value
+    )
+    a_labels = _Labels(position[a_labels.rows], a_labels.time_ms, a_labels.kind, a_labels.value)
+    return _take(both, order), _concat_labels(a_labels, b_labels)
 
 
 def _records(
     config: SimConfig,
     world: _World,
     b: _Batch,
-    ato_codes: list[int],
-    ato_ips: list[str],
-    label_rng: np.random.Generator,
+    device_codes: list[int],
+    device_ips: list[str],
+    labels: _Labels,
 ) -> Simulation:
     n = len(b.time_ms)
     tx_ids = [f"tx{i:010d}" for i in range(n)]
@@ -643,11 +913,10 @@ def _records(
     n_all_terminals = config.n_terminals + config.n_online_merchants
     terminals = [f"t{i:06d}" for i in range(n_all_terminals)]
     merchants = [f"m{i:06d}" for i in world.merchant_of_terminal.tolist()]
-    devices = [f"d{c:016x}" for c in (*world.device_codes.tolist(), *ato_codes)]
-    ips = [*world.device_ips, *ato_ips]
+    devices = [f"d{c:016x}" for c in device_codes]
+    ips = device_ips
     currencies = [COUNTRIES[c][0] for c in _COUNTRY_CODES]
     mccs = world.mcc_of_terminal
-
     transactions = [
         {
             "tx_id": tx_id,
@@ -680,11 +949,10 @@ def _records(
     ]
     fraud_rows = np.flatnonzero(b.fraud)
     fraud = {
-        tx_ids[r]: SCENARIOS[s - 1]
+        tx_ids[r]: _SCENARIO_NAMES[s - 1]
         for r, s in zip(fraud_rows.tolist(), b.fraud[fraud_rows].tolist(), strict=True)
     }
-    labels = _labels(config, b.time_ms, b.fraud, label_rng, tx_ids)
-    return Simulation(transactions=transactions, labels=labels, fraud=fraud)
+    return Simulation(transactions=transactions, labels=_label_records(labels, tx_ids), fraud=fraud)
 
 
 @contextmanager

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import ipaddress
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fraudstream.cli import main
 from fraudstream.schema import Label, Limits, Transaction, parse_label, parse_transaction
 from fraudstream.simulate import (
     COUNTRIES,
+    DRIFT_KINDS,
+    DRIFT_SCENARIOS,
     SCENARIOS,
     SimConfig,
     Simulation,
@@ -335,6 +341,235 @@ def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
         list(read_jsonl(path))
 
 
+# --- drift -----------------------------------------------------------------------------------
+
+DRIFT_BASE = SimConfig(n_customers=1000, n_terminals=2000, days=12)
+DRIFT_DAY = 6
+
+
+def _drifted(*kinds: str, **knobs: Any) -> tuple[SimConfig, Simulation]:
+    config = replace(DRIFT_BASE, drift_at_day=DRIFT_DAY, drift_kinds=kinds, **knobs)
+    return config, generate(config)
+
+
+@pytest.fixture(scope="module")
+def no_drift() -> Simulation:
+    return generate(DRIFT_BASE)
+
+
+def _before(sim: Simulation, start_ms: int) -> tuple[bytes, bytes, bytes]:
+    """Serialized transactions before ``start_ms``, their labels and ground truth."""
+    txs = [t for t in sim.transactions if t["event_time_ms"] < start_ms]
+    ids = {t["tx_id"] for t in txs}
+    labels = [lab for lab in sim.labels if lab["tx_id"] in ids]
+    truth = {k: v for k, v in sim.fraud.items() if k in ids}
+    return orjson.dumps(txs), orjson.dumps(labels), orjson.dumps(truth)
+
+
+def _without_id(txs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in t.items() if k != "tx_id"} for t in txs]
+
+
+def _rename(sim: Simulation, reference: Simulation, drop: set[str]) -> dict[str, str]:
+    """Ids of ``sim`` to those of ``reference``, pairing the transactions not in ``drop``."""
+    kept = [t["tx_id"] for t in sim.transactions if t["tx_id"] not in drop]
+    assert len(kept) == len(reference.transactions)
+    return dict(zip(kept, (t["tx_id"] for t in reference.transactions), strict=True))
+
+
+def _in_cents(amount: float, exact: float) -> bool:
+    """``amount`` is ``exact`` rounded to cents (either way on a float's half-cent tie)."""
+    return round(amount, 2) == amount and abs(amount - exact) <= 0.005 + 1e-9
+
+
+def test_no_drift_output_is_pinned(small_sim: Simulation) -> None:
+    # The digest of SMALL's output before the drift switches existed (numpy is pinned): the
+    # switches' random stream must not move any other component's.
+    digest = hashlib.sha256()
+    for part in (small_sim.transactions, small_sim.labels, small_sim.fraud):
+        digest.update(orjson.dumps(part))
+    assert digest.hexdigest() == (
+        "5613025e699a00276e756fa495e5fab36efe66a6fd4517b6c94b19fb51968577"
+    )
+
+
+def test_drift_config_defaults_to_none() -> None:
+    config = SimConfig()
+    assert config.drift_kinds == () and config.drift_at_day is None
+    assert config.drift_start_ms is None
+    assert DRIFT_KINDS == ("amount", "new-pattern", "label")
+
+
+@pytest.mark.parametrize("kinds", [(k,) for k in DRIFT_KINDS] + [DRIFT_KINDS])
+def test_drift_changes_nothing_before_its_instant(
+    no_drift: Simulation, kinds: tuple[str, ...]
+) -> None:
+    config, sim = _drifted(*kinds)
+    start = config.drift_start_ms
+    assert start == DRIFT_BASE.start_ms + DRIFT_DAY * DAY_MS
+    assert _before(sim, start) == _before(no_drift, start)
+    issued = [lab for lab in sim.labels if lab["label_time_ms"] < start]
+    assert issued == [lab for lab in no_drift.labels if lab["label_time_ms"] < start]
+    assert issued  # the comparison covers some labels
+    assert (sim.transactions, sim.labels) != (no_drift.transactions, no_drift.labels)
+    assert generate(config) == sim  # seeded: the same config, the same drifted output
+
+
+def test_amount_drift_scales_legitimate_amounts_only(no_drift: Simulation) -> None:
+    config, sim = _drifted("amount")
+    start = config.drift_start_ms
+    assert sim.fraud == no_drift.fraud
+    assert sim.labels == no_drift.labels
+    scaled = []
+    for t, ref in zip(sim.transactions, no_drift.transactions, strict=True):
+        assert {**t, "amount": 0} == {**ref, "amount": 0}
+        if ref["event_time_ms"] < start or t["tx_id"] in sim.fraud:
+            assert t["amount"] == ref["amount"]
+        else:
+            assert _in_cents(t["amount"], ref["amount"] * 2.5)
+            scaled.append(t["amount"])
+    assert len(scaled) > 5000
+    # legitimate payments above the amount rule's threshold now exist, and are not fraud
+    assert any(a > config.fraud_amount_threshold for a in scaled)
+    _, other = _drifted("amount", drift_amount_factor=0.5)
+    after = [t for t in other.transactions if t["event_time_ms"] >= start]
+    before = [t for t in no_drift.transactions if t["event_time_ms"] >= start]
+    legit = [(a, b) for a, b in zip(after, before, strict=True) if a["tx_id"] not in other.fraud]
+    assert all(_in_cents(a["amount"], b["amount"] * 0.5) for a, b in legit)
+
+
+def test_new_pattern_drift_adds_card_testing_bursts(no_drift: Simulation) -> None:
+    config, sim = _drifted("new-pattern")
+    start = config.drift_start_ms
+    assert DRIFT_SCENARIOS == ("card_testing",)
+    new = {k for k, v in sim.fraud.items() if v == "card_testing"}
+    assert "card_testing" not in no_drift.fraud.values()
+    # the rest of the stream is the undrifted one, ids aside
+    rest = [t for t in sim.transactions if t["tx_id"] not in new]
+    assert _without_id(rest) == _without_id(no_drift.transactions)
+    rename = _rename(sim, no_drift, new)
+    assert {rename[k]: v for k, v in sim.fraud.items() if k not in new} == no_drift.fraud
+    old_labels = [
+        {**lab, "tx_id": rename[lab["tx_id"]]} for lab in sim.labels if lab["tx_id"] not in new
+    ]
+    assert old_labels == no_drift.labels
+
+    seen_devices = {t["device_id"] for t in no_drift.transactions}
+    bursts: dict[str, list[dict]] = defaultdict(list)
+    for t in sim.transactions:
+        if t["tx_id"] in new:
+            bursts[t["device_id"]].append(t)
+    days = {(txs[0]["event_time_ms"] - config.start_ms) // DAY_MS for txs in bursts.values()}
+    assert min(days) == DRIFT_DAY and len(bursts) >= 6
+    for device, txs in bursts.items():
+        assert device not in seen_devices
+        assert 20 <= len(txs) <= 60
+        assert start <= txs[0]["event_time_ms"]
+        assert txs[-1]["event_time_ms"] - txs[0]["event_time_ms"] < 10 * 60_000
+        assert {t["channel"] for t in txs} == {"ecom"}
+        assert len({t["ip"] for t in txs}) == 1 and len({t["merchant_id"] for t in txs}) == 1
+        assert len({t["card_id"] for t in txs}) > len(txs) // 2  # many cards, one device
+        assert all(0.5 <= t["amount"] <= 2.0 for t in txs)
+
+    by_id = {t["tx_id"]: t for t in sim.transactions}
+    charged = defaultdict(list)
+    for lab in sim.labels:
+        if lab["tx_id"] in new:
+            assert (lab["label"], lab["source"]) == (1, "chargeback")
+            charged[lab["tx_id"]].append(
+                lab["label_time_ms"] - by_id[lab["tx_id"]]["event_time_ms"]
+            )
+    assert charged.keys() == new
+    low = config.chargeback_delay_ms
+    assert all(low <= min(d) <= low + config.chargeback_jitter_ms for d in charged.values())
+
+
+def test_label_drift_loses_chargebacks_and_flips_reviews(no_drift: Simulation) -> None:
+    config, sim = _drifted("label")
+    start = config.drift_start_ms
+    assert sim.transactions == no_drift.transactions
+    assert sim.fraud == no_drift.fraud
+    time_of = {t["tx_id"]: t["event_time_ms"] for t in sim.transactions}
+
+    def after(sim: Simulation) -> dict[str, list[tuple[int, int, str]]]:
+        labels = defaultdict(list)
+        for lab in sim.labels:
+            if time_of[lab["tx_id"]] >= start:
+                labels[lab["tx_id"]].append((lab["label"], lab["label_time_ms"], lab["source"]))
+        return labels
+
+    drifted, reference = after(sim), after(no_drift)
+    frauds = [k for k in reference if k in sim.fraud]
+    lost = [k for k in frauds if k not in drifted]
+    assert all(drifted[k] == reference[k] for k in frauds if k not in lost)
+    assert 0.35 < len(lost) / len(frauds) < 0.65  # drift_chargeback_loss_rate 0.5
+    reviews = [k for k in reference if k not in sim.fraud]
+    flipped = [k for k in reviews if drifted[k][0][0] == 1]
+    assert all(drifted[k] == [(1, *reference[k][0][1:])] for k in flipped)
+    assert all(drifted[k] == reference[k] for k in reviews if k not in flipped)
+    assert 0.08 < len(flipped) / len(reviews) < 0.35  # drift_review_flip_rate 0.2
+
+
+def test_label_drift_at_full_strength(no_drift: Simulation) -> None:
+    config, sim = _drifted("label", drift_chargeback_loss_rate=1.0, drift_review_flip_rate=1.0)
+    time_of = {t["tx_id"]: t["event_time_ms"] for t in sim.transactions}
+    late = [lab for lab in sim.labels if time_of[lab["tx_id"]] >= config.drift_start_ms]
+    assert late and all((lab["label"], lab["source"]) == (1, "review") for lab in late)
+    config, sim = _drifted("label", drift_chargeback_loss_rate=0.0, drift_review_flip_rate=0.0)
+    assert sim.labels == no_drift.labels
+
+
+def test_drift_kinds_compose_without_changing_each_other() -> None:
+    _, both = _drifted("label", "new-pattern", "amount")
+    _, amount = _drifted("amount")
+    _, pattern = _drifted("new-pattern")
+    _, label = _drifted("label")
+    new = {k for k, v in both.fraud.items() if v == "card_testing"}
+    assert [t for t in both.transactions if t["tx_id"] in new] == [
+        t for t in pattern.transactions if pattern.fraud.get(t["tx_id"]) == "card_testing"
+    ]
+    rest = [t for t in both.transactions if t["tx_id"] not in new]
+    assert _without_id(rest) == _without_id(amount.transactions)
+    rename = _rename(both, label, new)
+    assert [
+        {**lab, "tx_id": rename[lab["tx_id"]]} for lab in both.labels if lab["tx_id"] not in new
+    ] == label.labels
+    assert SimConfig(drift_at_day=1, drift_kinds=("label", "amount")) == SimConfig(
+        drift_at_day=1, drift_kinds=("amount", "label")
+    )
+
+
+def test_drift_streams_pass_the_ingest_schema() -> None:
+    _, sim = _drifted(*DRIFT_KINDS)
+    limits = Limits()
+    for t in sim.transactions:
+        parsed = parse_transaction(orjson.dumps(t), now_ms=t["event_time_ms"], limits=limits)
+        assert isinstance(parsed, Transaction), parsed
+    for lab in sim.labels:
+        now_ms = lab["label_time_ms"]
+        assert isinstance(parse_label(orjson.dumps(lab), now_ms=now_ms, limits=limits), Label)
+
+
+def test_cli_simulate_drift_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["simulate", "--seed", "3", "--customers", "80", "--terminals", "200", "--days", "4"]
+    out = tmp_path / "out"
+    drift = ["--drift-at", "2", "--drift", "label,new-pattern", "--drift", "amount,label"]
+    assert main([*argv, *drift, "--out-dir", str(out)]) == 0
+    config = SimConfig(
+        seed=3, n_customers=80, n_terminals=200, days=4, drift_at_day=2, drift_kinds=DRIFT_KINDS
+    )
+    sim = generate(config)
+    assert list(read_jsonl(out / "transactions.jsonl")) == sim.transactions
+    assert list(read_jsonl(out / "labels.jsonl")) == sim.labels
+    truth = {r["tx_id"]: r["scenario"] for r in read_jsonl(out / "truth.jsonl")}
+    assert truth == sim.fraud and "card_testing" in truth.values()
+    capsys.readouterr()
+    assert main([*argv, "--drift-at", "4", "--drift", "amount", "--out-dir", str(out)]) == 2
+    assert "beyond the stream" in capsys.readouterr().err
+    assert main([*argv, "--drift-at", "1", "--drift", "volume", "--out-dir", str(out)]) == 2
+    assert "unknown kind 'volume'" in capsys.readouterr().err
+
+
 # --- config ----------------------------------------------------------------------------------
 
 
@@ -364,11 +599,42 @@ def test_read_jsonl_names_the_bad_line(tmp_path: Path) -> None:
         {"home_countries": (("XX", 1.0),)},
         {"home_countries": (("FR", 0.0),)},
         {"home_countries": (("FR", 0.5), ("FR", 0.5))},
+        {"drift_at_day": -1, "drift_kinds": ("amount",)},
+        {"drift_at_day": 30, "drift_kinds": ("amount",)},
+        {"drift_at_day": 1.0, "drift_kinds": ("amount",)},
+        {"drift_at_day": 1, "drift_kinds": ("volume",)},
+        {"drift_at_day": 1, "drift_kinds": "amount"},
+        {"drift_at_day": 1, "drift_kinds": ("amount", "amount")},
+        {"drift_at_day": 1},
+        {"drift_kinds": ("label",)},
+        {"drift_amount_factor": 0.0},
+        {"drift_amount_factor": float("inf")},
+        {"drift_amount_factor": float("nan")},
+        {"drift_card_testing_per_day": -1.0},
+        {"drift_card_testing_burst_size": (0, 3)},
+        {"drift_card_testing_burst_size": (2.0, 3)},
+        {"drift_card_testing_burst_ms": DAY_MS},
+        {"drift_card_testing_amount": (2.0, 1.0)},
+        {"drift_chargeback_loss_rate": 1.5},
+        {"drift_review_flip_rate": -0.1},
     ],
 )
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError, match="SimConfig"):
         SimConfig(**bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"drift_at_day": -1}, "drift_at_day must be an int >= 0"),
+        ({"drift_at_day": 10}, "day 10 is beyond the stream"),
+        ({"drift_kinds": ("amount", "volume")}, "unknown kind 'volume'"),
+    ],
+)
+def test_drift_config_errors_say_what_is_wrong(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimConfig(**{"days": 10, "drift_at_day": 3, "drift_kinds": ("amount",), **bad})
 
 
 def test_generate_needs_a_config() -> None:
