@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,9 +18,11 @@ from bytewax.testing import cluster_main, run_main
 
 from fraudstream.errors import StateError
 from fraudstream.flows.scoring import FlowConfig, build_flow, close_stores
-from fraudstream.runtime import tune_gc
+from fraudstream.runtime import STOP, tune_gc
 
-__all__ = ["LOCKS_HELD_ENV", "dir_locks", "ensure_recovery_dir", "run_flow"]
+__all__ = ["LOCKS_HELD_ENV", "dir_locks", "ensure_recovery_dir", "graceful_stop", "run_flow"]
+
+log = logging.getLogger(__name__)
 
 RECOVERY_PARTITIONS = 4
 # Set by a parent that holds the directory locks for the processes it starts.
@@ -61,6 +66,35 @@ def dir_locks(dirs: list[Path], name: str = "LOCK") -> Iterator[list[int]]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[None]:
+    """SIGTERM/SIGINT end the input instead of the process (main thread only).
+
+    The flow then finishes the batch in flight, flushes every output, takes a final snapshot and
+    returns: the next run resumes exactly after it, re-emitting nothing. A second signal restores
+    the default behaviour (a second SIGTERM kills at once).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping after the batch in flight", signum)
+        STOP.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        STOP.clear()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_flow(
     cfg: FlowConfig,
     *,
@@ -78,7 +112,7 @@ def run_flow(
         locks: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     else:
         locks = dir_locks(dirs, f"LOCK.p{process_id}" if clustered else "LOCK")
-    with locks:
+    with locks, graceful_stop():
         flow = build_flow(cfg, probe=probe)
         tune_gc()
         recovery = None

@@ -14,6 +14,7 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from fraudstream.reader import OrderedReader, ReaderConfig, Received
+from fraudstream.runtime import STOP
 
 __all__ = ["OrderedSource"]
 
@@ -23,6 +24,8 @@ class _Partition(StatefulSourcePartition[list[Received], dict[str, Any]]):
         self.reader = reader
 
     def next_batch(self) -> list[list[Received]]:
+        if STOP.is_set():
+            raise StopIteration  # unreleased records stay unread: the snapshot resumes at them
         batch = self.reader.next_batch()  # StopIteration ends a bounded run
         return [batch] if batch else []
 

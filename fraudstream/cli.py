@@ -394,7 +394,25 @@ def _run_local_cluster(args: argparse.Namespace) -> int:
         return max(abs(c) for c in codes)
 
 
+def _stop_on_signals() -> None:
+    """From the very start of ``run``: SIGTERM/SIGINT request a graceful stop (see
+    fraudstream.flows.run.graceful_stop), even before the flow is built."""
+    import signal
+
+    from fraudstream.runtime import STOP
+
+    def stop(signum: int, _frame: Any) -> None:
+        STOP.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if not (args.processes > 1 and not args.addresses):
+        _stop_on_signals()
     from fraudstream.flows.run import run_flow
     from fraudstream.metrics import serve_metrics
 

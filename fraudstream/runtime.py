@@ -9,10 +9,15 @@ thresholds, and about doubled the time to build a million simulated records.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["gc_paused", "tune_gc"]
+__all__ = ["STOP", "gc_paused", "tune_gc"]
+
+#: Set to stop a running flow gracefully (fraudstream.flows.run.graceful_stop): its input ends,
+#: the batch in flight is finished, outputs are flushed and a final snapshot is taken.
+STOP = threading.Event()
 
 
 @contextmanager
