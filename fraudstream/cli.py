@@ -420,6 +420,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_local_cluster(args)
     recovery = None if args.no_recovery else Path(args.recovery_dir)
     cfg = _flow_config(args)
+    import dataclasses
+
+    logging.getLogger("fraudstream.run").info(
+        "starting",
+        extra={
+            "kafka": cfg.kafka.redacted(),
+            "topics": dataclasses.asdict(cfg.topics),
+            "feature_set": cfg.feature_set.name,
+            "state_dir": str(cfg.state_dir),
+            "recovery_dir": None if recovery is None else str(recovery),
+            "process_id": args.process_id,
+            "metrics": f"{args.metrics_addr}:{args.metrics_port}" if args.metrics_port else None,
+        },
+    )
     if args.metrics_port:
         serve_metrics(args.metrics_port + args.process_id, args.metrics_addr)
     addresses = args.addresses.split(",") if args.addresses else None
@@ -640,7 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--addresses", help="cluster addresses host:port,... (Bytewax -a)")
     p.add_argument("-i", "--process-id", type=int, default=0, help="this process (Bytewax -i)")
     p.add_argument("--metrics-port", type=int, default=0, help="0 disables /metrics")
-    p.add_argument("--metrics-addr", default="127.0.0.1")
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        help="address of /metrics, /healthz, /readyz (loopback unless you mean otherwise)",
+    )
+    p.add_argument(
+        "--log-format", choices=["json", "text"], default=None, help="logs on stderr (default json)"
+    )
     _kafka_args(p)
     p.set_defaults(func=cmd_run, _sub=p)
 
@@ -659,17 +680,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _apply_config_file(parser, argv)
     args._argv = list(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("FRAUDSTREAM_LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+    from fraudstream.logs import configure, register_secret
+
+    configure(getattr(args, "log_format", None) or _default_log_format(args))
+    register_secret(
+        getattr(args, "sasl_password", None) or os.environ.get("FRAUDSTREAM_KAFKA_SASL_PASSWORD")
+    )
     try:
         return int(args.func(args))
     except FraudstreamError as exc:
+        # one clear line for the person; the detail, traceback included, in the log
+        logging.getLogger("fraudstream.cli").error(
+            "%s failed: %s", args.command, exc, exc_info=True
+        )
         print(f"fraudstream: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _default_log_format(args: argparse.Namespace) -> str:
+    """JSON for the sidecar (read by log pipelines), text for commands a person runs."""
+    return "json" if args.command == "run" else "text"
 
 
 if __name__ == "__main__":
