@@ -46,6 +46,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from fraudstream.flows.sink import KafkaOut, OutMessage, dead_letter
 from fraudstream.flows.source import OrderedSource
+from fraudstream.health import HEALTH
 from fraudstream.kafka import KafkaSettings
 from fraudstream.metrics import (
     DECISIONS,
@@ -337,6 +338,7 @@ class _DecideLogic(StatefulBatchLogic):
             else:
                 decider.push([value])
         outs = decider.drain()
+        HEALTH.progress("decide", pending=decider.pending(), advanced=bool(outs))
         for rows in decider.stats.batch_rows:
             SCORE_BATCH.observe(rows)
         cfg = self.cfg

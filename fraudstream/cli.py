@@ -435,6 +435,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         },
     )
     if args.metrics_port:
+        from fraudstream.health import HEALTH
+
+        HEALTH.stall_timeout_s = args.stall_timeout_s
         serve_metrics(args.metrics_port + args.process_id, args.metrics_addr)
     addresses = args.addresses.split(",") if args.addresses else None
     run_flow(
@@ -658,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-addr",
         default="127.0.0.1",
         help="address of /metrics, /healthz, /readyz (loopback unless you mean otherwise)",
+    )
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=120.0,
+        help="/healthz fails after this long with input waiting and no progress",
     )
     p.add_argument(
         "--log-format", choices=["json", "text"], default=None, help="logs on stderr (default json)"

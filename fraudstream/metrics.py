@@ -162,7 +162,11 @@ def _app(metrics_app: Any) -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO")
         if path == "/healthz":
-            return text(start_response, "200 OK", "ok\n")
+            stalled = HEALTH.stalled()
+            if not stalled:
+                return text(start_response, "200 OK", "ok\n")
+            body = "".join(f"{name}: {detail}\n" for name, detail in sorted(stalled.items()))
+            return text(start_response, "503 Service Unavailable", "stalled\n" + body)
         if path == "/readyz":
             failing = HEALTH.failing()
             if not failing:

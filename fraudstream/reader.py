@@ -138,6 +138,7 @@ class OrderedReader:
         self._last_log: dict[Any, float] = {}
         self._alive: dict[tuple[str, int], int] = {}  # last time each partition's broker answered
         self._contact: dict[int, _Contact] = {}
+        self._lag = 0  # records on the broker not read yet (partitions not paused)
         self._next_metadata = 0.0
         conf = {
             **cfg.consumer,
@@ -240,6 +241,9 @@ class OrderedReader:
             self._push(q, msg, wall)
         self._check_partitions(wall)
         out = [item for _, item in merger.ready()]
+        # a partition held by the offset policy is reported unready, not as a stall
+        pending = 0 if self._blocked else merger.buffered + self._lag
+        HEALTH.progress("input", pending=pending, advanced=bool(out))
         INPUT.buffered.set(merger.buffered)
         INPUT.late.set(merger.late)
         if not out and not cfg.tail and merger.exhausted():
@@ -334,6 +338,7 @@ class OrderedReader:
     def _check_partitions(self, wall: int) -> None:
         """Caught-up partitions, offsets beyond the log end, backpressure, lag."""
         merger, cfg = self.merger, self.cfg
+        self._lag = 0
         for q, tp in enumerate(self._tps):
             if q in self._blocked:
                 self._log(("blocked", q), logging.ERROR, "%s", self._blocked[q])
@@ -352,6 +357,8 @@ class OrderedReader:
                 )
                 continue
             INPUT.lag.labels(tp.topic, str(tp.partition)).set(high - position)
+            if q not in self._paused:
+                self._lag += max(0, high - position)
             if cfg.tail and position >= high:
                 alive = self._alive.get((tp.topic, tp.partition))
                 if alive is not None:

@@ -67,3 +67,21 @@ def test_batch_histogram_buckets_are_cumulative_and_inclusive():
     assert 't_seconds_bucket{le="+Inf"} 5.0' in text
     assert "t_seconds_count 5.0" in text
     assert "t_seconds_sum 2.565" in text
+
+
+def test_liveness_fails_only_when_work_waits_without_progress():
+    from fraudstream.health import Health
+
+    now = [0.0]
+    health = Health(clock=lambda: now[0])
+    health.stall_timeout_s = 10
+    health.progress("input", pending=0, advanced=False)
+    now[0] = 100
+    assert health.stalled() == {}  # idle is not stuck
+    health.progress("input", pending=5, advanced=False)
+    now[0] = 105
+    assert health.stalled() == {}
+    now[0] = 111
+    assert list(health.stalled()) == ["input"]  # waiting for 11 s with nothing done
+    health.progress("input", pending=5, advanced=True)
+    assert health.stalled() == {}
