@@ -54,7 +54,10 @@ from fraudstream.metrics import (
     LABELS,
     LAST_BATCH,
     LATENCY,
+    MODELS,
     SCORE_BATCH,
+    SCORES,
+    STATE,
     STEP_ERRORS,
 )
 from fraudstream.models.decide import Decider, Scorer
@@ -265,7 +268,10 @@ class _IngestLogic(StatefulBatchLogic):
         self._stats = now
 
     def snapshot(self) -> int:
-        return self.store.commit_epoch()
+        started = time.perf_counter()
+        epoch = self.store.commit_epoch()
+        STATE.snapshot_seconds.labels("ingest").observe(time.perf_counter() - started)
+        return epoch
 
 
 class _EntityLogic(StatefulBatchLogic):
@@ -275,6 +281,7 @@ class _EntityLogic(StatefulBatchLogic):
         self.cfg = cfg
         self.resume = resume
         self.part: EntityPartition | None = None
+        self._hits = self._misses = 0
 
     def on_batch(self, values: list[tuple[int, list[Any]]]) -> tuple[list[Any], bool]:
         part = self.part
@@ -304,8 +311,15 @@ class _EntityLogic(StatefulBatchLogic):
     def snapshot(self) -> int | None:
         if self.part is None:
             return self.resume
+        started = time.perf_counter()
         self.part.flush()
-        return self.part.store.commit_epoch()
+        epoch = self.part.store.commit_epoch()
+        STATE.snapshot_seconds.labels("entities").observe(time.perf_counter() - started)
+        stats = self.part.stats
+        STATE.cache.labels("hit").inc(stats.cache_hits - self._hits)
+        STATE.cache.labels("miss").inc(stats.cache_misses - self._misses)
+        self._hits, self._misses = stats.cache_hits, stats.cache_misses
+        return epoch
 
 
 class _DecideLogic(StatefulBatchLogic):
@@ -329,6 +343,8 @@ class _DecideLogic(StatefulBatchLogic):
             clock_ms=cfg.clock_ms,
         )
         self.decider.push(resume.get("queue", ()))
+        self._failures_seen = 0
+        self._models: set[tuple[str, str, str]] = set()
 
     def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
         decider = self.decider
@@ -339,22 +355,21 @@ class _DecideLogic(StatefulBatchLogic):
                 decider.push([value])
         outs = decider.drain()
         HEALTH.progress("decide", pending=decider.pending(), advanced=bool(outs))
-        for rows in decider.stats.batch_rows:
-            SCORE_BATCH.observe(rows)
+        self._report(decider)
         cfg = self.cfg
         topic = cfg.topics.decisions
         msgs: list[Any] = []
-        actions: dict[str, int] = defaultdict(int)
+        actions: dict[tuple[str, str], int] = defaultdict(int)
         latencies = []
         now = cfg.clock_ms()
         for out in outs:
             if out[0] == "decision":
-                _, tx_id, record, action, ingest_ms, _stage = out
+                _, tx_id, record, action, ingest_ms, stage = out
                 msgs.append(
                     OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq)
                 )
                 if action is not None:
-                    actions[action] += 1
+                    actions[(action, stage)] += 1
                     if ingest_ms > 0:
                         latencies.append(now - ingest_ms)
             else:
@@ -372,16 +387,58 @@ class _DecideLogic(StatefulBatchLogic):
                         max_bytes=cfg.max_dead_letter_bytes,
                     )
                 )
-        for action, count in actions.items():
-            DECISIONS.labels(action).inc(count)
+        for (action, stage), count in actions.items():
+            DECISIONS.labels(action, stage).inc(count)
         if latencies:
             LATENCY.observe_many(np.maximum(0.0, np.asarray(latencies, dtype=np.float64) / 1000.0))
         return msgs, self.RETAIN
 
+    def _report(self, decider: Decider) -> None:
+        stats = decider.stats
+        for rows in stats.batch_rows:
+            SCORE_BATCH.observe(rows)
+        for scorer in decider.scorers:
+            scores = stats.scores.get(scorer.version)
+            if scores is None or not len(scores):
+                continue
+            role = (
+                "challenger"
+                if scorer.online
+                else "champion"
+                if scorer is decider.production
+                else None
+            )
+            if role is not None:
+                SCORES[role].observe_many(scores)
+        for version, seconds in stats.seconds.items():
+            MODELS.score_seconds.labels(version, stats.stages[version]).observe(seconds)
+        if stats.learned:
+            MODELS.learned.inc(stats.learned)
+        if stats.learn_missing:
+            MODELS.learn_missing.inc(stats.learn_missing)
+        for failure in decider.failures[self._failures_seen :]:
+            MODELS.failures.labels(failure.version, failure.stage).inc()
+            log.error(
+                "model %s (%s) failed and left the decision step: %s",
+                failure.version,
+                failure.stage,
+                failure.error,
+            )
+        self._failures_seen = len(decider.failures)
+        models = {(s.version, s.kind, s.stage) for s in decider.scorers}
+        for gone in self._models - models:
+            MODELS.info.labels(*gone).set(0)
+        for now in models:
+            MODELS.info.labels(*now).set(1)
+        self._models = models
+
     def snapshot(self) -> dict[str, Any]:
         # Every part of a transaction is produced in the epoch of its input record, so the queue
         # is empty at epoch boundaries; it is kept for exactness anyway.
-        return {"epoch": self.store.commit_epoch(), "queue": self.decider.queue_items()}
+        started = time.perf_counter()
+        epoch = self.store.commit_epoch()
+        STATE.snapshot_seconds.labels("decide").observe(time.perf_counter() - started)
+        return {"epoch": epoch, "queue": self.decider.queue_items()}
 
 
 def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -> Dataflow:

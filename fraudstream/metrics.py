@@ -20,8 +20,11 @@ __all__ = [
     "LABELS",
     "LAST_BATCH",
     "LATENCY",
+    "MODELS",
+    "SCORES",
     "SCORE_BATCH",
     "SINK",
+    "STATE",
     "STEP_ERRORS",
     "BatchHistogram",
     "serve_metrics",
@@ -29,7 +32,11 @@ __all__ = [
 
 EVENTS = Counter("fraudstream_events_total", "Input records read", ["topic"])
 DLQ = Counter("fraudstream_dlq_total", "Records sent to a dead-letter topic", ["topic", "reason"])
-DECISIONS = Counter("fraudstream_decisions_total", "Decisions emitted", ["action"])
+DECISIONS = Counter(
+    "fraudstream_decisions_total",
+    "Decisions emitted, by action and deciding stage",
+    ["action", "stage"],
+)
 LABELS = Counter("fraudstream_labels_total", "Labels by outcome", ["outcome"])
 
 
@@ -88,6 +95,8 @@ class _SinkMetrics:
 
 
 SINK = _SinkMetrics()
+
+
 STEP_ERRORS = Counter(
     "fraudstream_processing_errors_total",
     "Records that failed in a step and went to the dead-letter topic",
@@ -145,6 +154,76 @@ SCORE_BATCH = Histogram(
 
 
 LAST_BATCH = Gauge("fraudstream_last_batch_unixtime", "When the flow last handled an input batch")
+
+
+class _ModelMetrics:
+    """What the decision step's models do (see fraudstream.models.decide)."""
+
+    def __init__(self) -> None:
+        self.info = Gauge(
+            "fraudstream_model_info",
+            "1 for every model in use: its registry version, kind and stage",
+            ["version", "kind", "stage"],
+        )
+        self.score_seconds = Histogram(
+            "fraudstream_model_score_seconds",
+            "Time to score one batch, per model",
+            ["version", "stage"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5),
+        )
+        self.failures = Counter(
+            "fraudstream_model_failures_total",
+            "Models that failed to load or to score and left the decision step",
+            ["version", "stage"],
+        )
+        self.learned = Counter(
+            "fraudstream_challenger_learned_total", "Label changes the online challenger learned"
+        )
+        self.learn_missing = Counter(
+            "fraudstream_challenger_learn_missing_total",
+            "Label changes with no decision-time features left to learn from",
+        )
+
+
+MODELS = _ModelMetrics()
+SCORES = {
+    role: BatchHistogram(
+        f"fraudstream_{role}_score",
+        f"Scores of the {role} model",
+        buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99),
+    )
+    for role in ("champion", "challenger")
+}
+for _hist in SCORES.values():
+    REGISTRY.register(_hist)
+
+
+class _StateMetrics:
+    def __init__(self) -> None:
+        self.cache = Counter(
+            "fraudstream_state_cache_lookups_total",
+            "Entity histories looked up in the write-back cache",
+            ["result"],
+        )
+        self.keys = Gauge(
+            "fraudstream_state_keys",
+            "Estimated keys in the state stores (RocksDB estimate), by family",
+            ["family"],
+        )
+        self.disk_bytes = Gauge(
+            "fraudstream_state_disk_bytes",
+            "Bytes of the state stores on disk, by family",
+            ["family"],
+        )
+        self.snapshot_seconds = Histogram(
+            "fraudstream_snapshot_seconds",
+            "Time a step's epoch snapshot took (flush, commit of the undo log)",
+            ["step"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
+
+
+STATE = _StateMetrics()
 
 
 class _Quiet(WSGIRequestHandler):

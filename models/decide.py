@@ -39,6 +39,7 @@ decided_by_stage)`` (``action`` is ``None`` for a re-emitted record) and
 from __future__ import annotations
 
 import contextlib
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -135,6 +136,8 @@ class DrainStats:
     event_times: np.ndarray | None = None
     labels: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
     actions: dict[str, list[str]] = field(default_factory=dict)  # by version
+    seconds: dict[str, float] = field(default_factory=dict)  # scoring time, by version
+    stages: dict[str, str] = field(default_factory=dict)  # by version
 
 
 class Decider:
@@ -291,7 +294,11 @@ class Decider:
         return scores, dead
 
     def _checked(self, scorer: Scorer, X: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
         s = np.asarray(scorer.model.score_many(X), dtype=np.float64)
+        v = scorer.version
+        self.stats.seconds[v] = self.stats.seconds.get(v, 0.0) + time.perf_counter() - started
+        self.stats.stages[v] = scorer.stage
         if s.shape != (X.shape[0],) or np.isnan(s).any() or (s < 0).any() or (s > 1).any():
             raise ValueError(f"{scorer.version} returned invalid scores")
         return s

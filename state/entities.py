@@ -48,6 +48,8 @@ class PartitionStats:
     expired: int = 0
     sweeps: int = 0
     errors: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 @dataclass
@@ -135,7 +137,8 @@ class EntityPartition:
         op_keys = [kernels[op[1]].key_prefix + op[2].encode() for op in ops]
         hist: dict[bytes, History] = cache if self.keep_decoded else {}
         missing = []
-        for key in dict.fromkeys(op_keys):
+        unique = dict.fromkeys(op_keys)
+        for key in unique:
             value = cache.pop(key, None)
             if value is None:
                 missing.append(key)
@@ -143,6 +146,8 @@ class EntityPartition:
                 cache[key] = value  # most recently used last
                 if not self.keep_decoded:
                     hist[key] = decode(value)
+        self.stats.cache_misses += len(missing)
+        self.stats.cache_hits += len(unique) - len(missing)
         if missing:
             stored = self._stored
             for key, raw in zip(missing, self.store.get_many(missing), strict=True):
