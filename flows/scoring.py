@@ -155,6 +155,27 @@ def _open_store(cfg: FlowConfig, name: str, resume: int | None, fmt: bytes) -> E
     return EpochStore(kv, resume_epoch=resume, keep_epochs=cfg.keep_epochs, format_tag=fmt)
 
 
+_last_size_report = [0.0]
+
+
+def report_store_sizes() -> None:
+    """Set the state size gauges from RocksDB's estimates, summed per family (once a second at
+    most per process: every step's snapshot calls it)."""
+    now = time.monotonic()
+    if now - _last_size_report[0] < 1.0:
+        return
+    _last_size_report[0] = now
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for path, kv in list(_OPEN_STORES.items()):
+        family = Path(path).parent.name if Path(path).parent.name == "entities" else Path(path).name
+        st = kv.stats()
+        totals[family][0] += st["keys"]
+        totals[family][1] += st["sst_bytes"] + st["memtable_bytes"]
+    for family, (keys, size) in totals.items():
+        STATE.keys.labels(family).set(keys)
+        STATE.disk_bytes.labels(family).set(size)
+
+
 def close_stores() -> None:
     """Close every state store this process opened (after the flow has stopped)."""
     while _OPEN_STORES:
@@ -271,6 +292,7 @@ class _IngestLogic(StatefulBatchLogic):
         started = time.perf_counter()
         epoch = self.store.commit_epoch()
         STATE.snapshot_seconds.labels("ingest").observe(time.perf_counter() - started)
+        report_store_sizes()  # this process's stores, once per epoch
         return epoch
 
 
@@ -315,6 +337,7 @@ class _EntityLogic(StatefulBatchLogic):
         self.part.flush()
         epoch = self.part.store.commit_epoch()
         STATE.snapshot_seconds.labels("entities").observe(time.perf_counter() - started)
+        report_store_sizes()
         stats = self.part.stats
         STATE.cache.labels("hit").inc(stats.cache_hits - self._hits)
         STATE.cache.labels("miss").inc(stats.cache_misses - self._misses)

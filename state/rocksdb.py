@@ -79,5 +79,14 @@ class RocksKV:
         keys = [k for k in self._db.keys() if isinstance(k, bytes)]
         self.write((k, None) for k in keys)
 
+    def stats(self) -> dict[str, int]:
+        """RocksDB's own estimates: keys, bytes in SST files, bytes in memtables."""
+        db = self._db
+        return {
+            "keys": int(db.property_int_value("rocksdb.estimate-num-keys") or 0),
+            "sst_bytes": int(db.property_int_value("rocksdb.total-sst-files-size") or 0),
+            "memtable_bytes": int(db.property_int_value("rocksdb.size-all-mem-tables") or 0),
+        }
+
     def close(self) -> None:
         self._db.close()
