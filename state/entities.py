@@ -23,7 +23,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import orjson
+
 from fraudstream.state.base import EpochStore
+from fraudstream.state.columnar import Plan, Records, encode_many, evaluate
 from fraudstream.state.features import FeatureSet
 from fraudstream.state.history import HISTORY_FORMAT, History, decode, encode, newest_event_ms
 from fraudstream.state.kernel import ENTITY_PREFIX, Kernel
@@ -35,6 +39,27 @@ __all__ = ["ENTITY_FORMAT", "EntityPartition", "PartitionStats", "ProcessResult"
 ENTITY_FORMAT = b"entities/history-%d.1" % HISTORY_FORMAT
 
 _META_SWEEP = b"m\x00last-sweep"
+_EMPTY = encode(History())
+
+
+def _columnar_plan(k: Kernel, plan: Any) -> Plan | None:
+    """The columnar kernel's description of a plan, or None where it does not apply (max)."""
+    if "max" in plan.aggs:
+        return None
+    return Plan(
+        wins=list(k.wins),
+        aggs=tuple(plan.aggs),
+        include_current=plan.include_current,
+        zwin=k.zwin,
+        recency=plan.recency,
+        n_novelty=len(plan.novelty_fields),
+        delay=k.delay,
+        delayed_los=list(k.delayed_los),
+        delayed_outputs=tuple(plan.delayed_outputs),
+        sec_per_unit=k.sec_per_unit,
+    )
+
+
 _I64 = struct.Struct("<q")
 
 
@@ -50,6 +75,8 @@ class PartitionStats:
     errors: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
+    columnar_fallbacks: int = 0
+    columnar_ops: int = 0
 
 
 @dataclass
@@ -80,6 +107,7 @@ class EntityPartition:
         sweep_every_ms: int | None = None,
         cache_entries: int = 4096,
         keep_decoded: bool = True,
+        columnar_min_ops: int = 32,
     ):
         if cache_entries < 1:
             raise ValueError("cache_entries must be >= 1")
@@ -105,6 +133,9 @@ class EntityPartition:
         (raw,) = store.get_many([_META_SWEEP])
         self._last_sweep_ms: int | None = None if raw is None else _I64.unpack(raw)[0]
         self.stats = PartitionStats()
+        # the columnar kernel's description of each plan (None: a plan it does not cover)
+        self._plans = [_columnar_plan(k, p) for k, p in zip(self.kernels, fs.plans, strict=True)]
+        self.columnar_min_ops = columnar_min_ops
 
     # ----------------------------------------------------------------------------- ops
     def process(self, ops: Iterable[tuple[Any, ...]]) -> ProcessResult:
@@ -130,6 +161,177 @@ class EntityPartition:
         return result
 
     def _apply(self, ops: list[tuple[Any, ...]], result: ProcessResult) -> None:
+        """Route each entity's ops to the columnar kernel or the per-op path (same results)."""
+        if not ops:
+            return
+        if self.keep_decoded or len(ops) < self.columnar_min_ops:
+            self._apply_sequential(ops, result)
+            return
+        kernels = self.kernels
+        groups: dict[bytes, list[int]] = {}
+        fraud_keys: set[bytes] = set()
+        op_keys = []
+        for n, op in enumerate(ops):
+            key = kernels[op[1]].key_prefix + op[2].encode()
+            op_keys.append(key)
+            groups.setdefault(key, []).append(n)
+            if op[0] != OP_TX:
+                fraud_keys.add(key)
+        candidates = [
+            key
+            for key, idx in groups.items()
+            if key not in fraud_keys and self._plans[ops[idx[0]][1]] is not None
+        ]
+        fast: list[bytes] = []
+        if candidates:
+            raws = self._load(candidates)
+            fast = self._columnar(ops, groups, candidates, raws, result)
+        if len(fast) < len(groups):
+            done = set(fast)
+            rest = [op for op, key in zip(ops, op_keys, strict=True) if key not in done]
+            self._apply_sequential(rest, result)
+
+    def _load(self, keys: list[bytes]) -> list[bytes]:
+        """Encoded histories of ``keys`` (cache, else store, else a new empty one)."""
+        cache = self._cache
+        out: list[bytes | None] = []
+        missing = []
+        for i, key in enumerate(keys):
+            value = cache.pop(key, None)
+            if value is None:
+                missing.append(i)
+                out.append(None)
+            else:
+                cache[key] = value  # most recently used last
+                out.append(value)
+        self.stats.cache_misses += len(missing)
+        self.stats.cache_hits += len(keys) - len(missing)
+        if missing:
+            stored = self._stored
+            got = self.store.get_many([keys[i] for i in missing])
+            for i, raw in zip(missing, got, strict=True):
+                key = keys[i]
+                if stored is not None:
+                    stored[key] = raw
+                value = raw if raw is not None else _EMPTY
+                cache[key] = value
+                out[i] = value
+        return out  # type: ignore[return-value]
+
+    def _columnar(
+        self,
+        ops: list[tuple[Any, ...]],
+        groups: dict[bytes, list[int]],
+        candidates: list[bytes],
+        raws: list[bytes],
+        result: ProcessResult,
+    ) -> list[bytes]:
+        """Evaluate the groups that qualify (module docstring of state.columnar); return them."""
+        rec = Records(raws)
+        res = self.res
+        by_plan: dict[int, list[int]] = {}
+        for i, key in enumerate(candidates):
+            idx = groups[key]
+            t = [ops[n][4] // res for n in idx]
+            if any(b < a for a, b in itertools.pairwise(t)):
+                continue  # out of order within the batch
+            if t[0] < rec.max_t[i] or t[-1] - t[0] >= self.horizon:
+                continue  # older than what is stored, or a batch spanning the horizon
+            if int(rec.n[i]) + len(idx) > self.max_buckets:
+                continue  # would coarsen
+            by_plan.setdefault(ops[idx[0]][1], []).append(i)
+        fast: list[bytes] = []
+        encoded: dict[bytes, bytes] = {}
+        for plan_index, members in by_plan.items():
+            try:
+                encoded.update(
+                    self._evaluate(plan_index, members, ops, groups, candidates, rec, result)
+                )
+            except Exception as exc:  # fall back to the per-op path for these groups
+                self.stats.columnar_fallbacks += 1
+                result.errors.extend(())  # nothing applied yet: the per-op path redoes them
+                del exc
+                continue
+            fast.extend(candidates[i] for i in members)
+        cache = self._cache
+        for key, raw in encoded.items():
+            cache[key] = raw
+        self._dirty.update(encoded)
+        return fast
+
+    def _evaluate(
+        self,
+        plan_index: int,
+        members: list[int],
+        ops: list[tuple[Any, ...]],
+        groups: dict[bytes, list[int]],
+        candidates: list[bytes],
+        rec: Records,
+        result: ProcessResult,
+    ) -> dict[bytes, bytes]:
+        plan = self._plans[plan_index]
+        assert plan is not None
+        res = self.res
+        idx_lists = [groups[candidates[i]] for i in members]
+        flat = [n for idx in idx_lists for n in idx]
+        sizes = [len(idx) for idx in idx_lists]
+        ev_ops = [ops[n] for n in flat]
+        ev_group = np.repeat(np.arange(len(members), dtype=np.int64), sizes)
+        ev_tms = np.fromiter((o[4] for o in ev_ops), dtype=np.int64, count=len(flat))
+        ev_amt = np.fromiter((o[5] for o in ev_ops), dtype=np.float64, count=len(flat))
+        ev_t = ev_tms // res
+        clocks = np.fromiter((o[7] for o in ev_ops), dtype=np.int64, count=len(flat)) // res
+        ends = np.cumsum(sizes)
+        clock_first = clocks[ends - np.asarray(sizes)]
+        clock_last = clocks[ends - 1]
+        rows = np.asarray(members, dtype=np.int64)
+        values, cols = evaluate(
+            plan, rec, rows, ev_group, ev_t, ev_tms, ev_amt, clock_first, clock_last, self.horizon
+        )
+        kernel = self.kernels[plan_index]
+        seen_out: list[bytes] = []
+        if kernel.novelty_fields:
+            col0 = plan.width - plan.n_novelty - len(plan.delayed_los) * len(plan.delayed_outputs)
+            start = 0
+            for g, i in enumerate(members):
+                raw_seen = rec.seen(i)
+                h = History.__new__(History)
+                h.seen = orjson.loads(raw_seen) if raw_seen else {}
+                max_t = int(rec.max_t[i])
+                for e in range(start, start + sizes[g]):
+                    op = ev_ops[e]
+                    t, t_ms = int(ev_t[e]), op[4]
+                    ref = t if t > max_t else max_t
+                    clock = int(clocks[e])
+                    if clock < ref:
+                        ref = clock
+                    if h.seen:
+                        h.prune_seen(ref * res - self.horizon_ms)
+                    for f, (name, value) in enumerate(
+                        zip(kernel.novelty_fields, op[6], strict=True)
+                    ):
+                        values[e, col0 + f] = (
+                            0.0
+                            if value is None
+                            else float(h.observe(name, value, t_ms, self.max_seen))
+                        )
+                    if t > max_t:
+                        max_t = t
+                start += sizes[g]
+                seen_out.append(orjson.dumps(h.seen) if h.seen else b"")
+        else:
+            for i in members:
+                raw_seen = rec.seen(i)
+                seen_out.append(raw_seen)
+        cols.seen = seen_out
+        out = result.values
+        for op, row in zip(ev_ops, values.tolist(), strict=True):
+            out.append((op[3], op[1], row))
+        self.stats.tx_ops += len(ev_ops)
+        self.stats.columnar_ops += len(ev_ops)
+        return dict(zip((candidates[i] for i in members), encode_many(cols), strict=True))
+
+    def _apply_sequential(self, ops: list[tuple[Any, ...]], result: ProcessResult) -> None:
         if not ops:
             return
         kernels = self.kernels
@@ -155,6 +357,7 @@ class EntityPartition:
                 if stored is not None:
                     stored[key] = raw
         out = result.values
+        applied_before = len(out)
         res, horizon, horizon_ms = self.res, self.horizon, self.horizon_ms
         max_buckets = self.max_buckets
         stats = self.stats
@@ -201,7 +404,7 @@ class EntityPartition:
                 result.errors.append((op, f"{type(exc).__name__}: {exc}"[:300]))
                 if not self.keep_decoded:
                     hist[key] = self._rebuild(key, ops, op_keys, n)
-        stats.tx_ops += len(out)
+        stats.tx_ops += len(out) - applied_before
         if self.keep_decoded:
             self._dirty.update(op_keys)
         else:

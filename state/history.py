@@ -30,9 +30,11 @@ import orjson
 
 __all__ = ["HISTORY_FORMAT", "History", "decode", "encode"]
 
-# format, newest event ms, newest bucket time, n buckets, n fraud entries
-_HDR = struct.Struct("<IqqII")
-HISTORY_FORMAT = 2  # 1: per-bucket sums; 2: double-double prefix sums
+# format, length of the seen-values JSON, newest event ms, newest bucket time, n buckets,
+# n fraud entries: 32 bytes, so that every array after it is 8-byte aligned and a batch of records
+# joined end to end can be read as one int64 buffer (fraudstream.state.columnar).
+_HDR = struct.Struct("<IIqqII")
+HISTORY_FORMAT = 3  # 1: per-bucket sums; 2: double-double prefix sums; 3: 8-byte aligned
 _CUMS = ("cc", "cs", "cs_lo", "cq", "cq_lo")
 # (age, granularity) in seconds, increasingly aggressive; the last step alone fits any horizon.
 _TIER_SPECS_S = (
@@ -156,6 +158,11 @@ class History:
             self.f_time = array("q", (self.f_time[i] for i in keep))
             self.f_label_ms = array("q", (self.f_label_ms[i] for i in keep))
             self.f_delta = array("q", (self.f_delta[i] for i in keep))
+        if self.seen:
+            self.prune_seen(cutoff_ms)
+
+    def prune_seen(self, cutoff_ms: int) -> None:
+        """Forget seen values last seen at or before ``cutoff_ms``."""
         for values in self.seen.values():
             if values and min(values.values()) <= cutoff_ms:
                 for v in [v for v, ms in values.items() if ms <= cutoff_ms]:
@@ -239,8 +246,9 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:
 
 
 def encode(h: History) -> bytes:
+    seen = orjson.dumps(h.seen) if h.seen else b""
     parts = [
-        _HDR.pack(HISTORY_FORMAT, h.last_ms, h.max_t, len(h.times), len(h.f_time)),
+        _HDR.pack(HISTORY_FORMAT, len(seen), h.last_ms, h.max_t, len(h.times), len(h.f_time)),
         h.times.tobytes(),
         h.cc.tobytes(),
         h.cs.tobytes(),
@@ -251,14 +259,14 @@ def encode(h: History) -> bytes:
     ]
     if h.f_time:
         parts += [h.f_time.tobytes(), h.f_label_ms.tobytes(), h.f_delta.tobytes()]
-    if h.seen:
-        parts.append(orjson.dumps(h.seen))
+    if seen:
+        parts.append(seen + b" " * (-len(seen) % 8))  # padded: records stay multiples of 8
     return b"".join(parts)
 
 
 def decode(raw: bytes) -> History:
     h = History.__new__(History)
-    fmt, h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
+    fmt, seen_len, h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
     if fmt != HISTORY_FORMAT:
         raise ValueError(f"entity record format {fmt}, expected {HISTORY_FORMAT}")
     buf = memoryview(raw)
@@ -286,10 +294,10 @@ def decode(raw: bytes) -> History:
         h.f_time, h.f_label_ms, h.f_delta = ints
     else:
         h.f_time, h.f_label_ms, h.f_delta = array("q"), array("q"), array("q")
-    h.seen = orjson.loads(buf[end:]) if end < len(raw) else {}
+    h.seen = orjson.loads(buf[end : end + seen_len]) if seen_len else {}
     return h
 
 
 def newest_event_ms(raw: bytes) -> int:
     """The entity's newest event time without decoding the whole record (for expiry sweeps)."""
-    return int(_HDR.unpack_from(raw)[1])
+    return int(_HDR.unpack_from(raw)[2])
