@@ -93,8 +93,12 @@ def configure(fmt: str | None = None, level: str | None = None) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(SecretFilter())
+    handler.addFilter(_quiet_libraries)
     root.addHandler(handler)
     root.setLevel(level)
-    # Chatty libraries at INFO say nothing an operator needs.
-    for name in ("aiokafka", "kafka"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Chatty client libraries below WARNING say nothing an operator needs (on this handler
+    only: other handlers, and the libraries' own levels, are left alone)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("aiokafka", "kafka"))

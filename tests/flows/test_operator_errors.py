@@ -67,7 +67,10 @@ def test_a_second_instance_exits_at_once_and_leaves_the_first_intact(
         second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert second.returncode != 0
         assert "in use by another fraudstream process" in second.stderr
-        assert "Traceback" not in second.stderr
+        # one clear line for the person; the traceback only inside the JSON log record
+        plain = [line for line in second.stderr.splitlines() if not line.startswith("{")]
+        assert plain == [line for line in plain if line.startswith("fraudstream: error:")]
+        assert len(plain) == 1
         assert first.poll() is None, "the first instance was disturbed"
     finally:
         first.send_signal(signal.SIGKILL)
