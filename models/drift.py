@@ -456,7 +456,17 @@ def _adwin_state(det: drift.ADWIN) -> dict[str, Any]:
 
 def _adwin_restore(delta: float, state: Mapping[str, Any]) -> drift.ADWIN:
     det = drift.ADWIN(delta=delta)
-    det._helper.__setstate__(base64.b64decode(state["window"], validate=True))
+    raw = base64.b64decode(state["window"], validate=True)
+    try:
+        det._helper.__setstate__(raw)
+    except Exception as exc:
+        raise ValueError(f"ADWIN state unreadable: {exc}") from exc
+    except BaseException as exc:  # pyo3 turns a Rust panic into PanicException (BaseException)
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise ValueError(f"ADWIN state unreadable: {exc}") from exc
+    if det._helper.__getnewargs__()[0] != delta:
+        raise ValueError("ADWIN state has another delta than the configuration")
     det._drift_detected = bool(state["detected"])
     return det
 
@@ -1109,22 +1119,23 @@ class DriftMonitor:
         self._last_gap = gap
         self._gap_run = self._gap_run + 1 if gap > cfg.challenger_auc_margin else 0
         episode = self._gap_episode
-        window = self._label_window()
-        detail = (
-            f"rolling ROC AUC challenger {chall_auc:.4f} vs champion {champ_auc:.4f} "
-            f"over the last {len(chall.pairs)} / {len(champ.pairs)} labels"
-        )
         if episode is None and self._gap_run >= cfg.challenger_consecutive:
+            window = self._label_window()
             first = window["from_ms"]
             episode = {"id": self._episode_id("auc_gap", first), "first_ms": first}
             self._gap_episode = episode
             state, threshold = "firing", cfg.challenger_auc_margin
-            detail += f", {self._gap_run} evaluations in a row: consider retraining"
+            hint = f", {self._gap_run} evaluations in a row: consider retraining"
         elif episode is not None and gap < cfg.challenger_auc_resolve:
+            window = self._label_window()
             self._gap_episode = None
-            state, threshold = "resolved", cfg.challenger_auc_resolve
+            state, threshold, hint = "resolved", cfg.challenger_auc_resolve, ""
         else:
             return
+        detail = (
+            f"rolling ROC AUC challenger {chall_auc:.4f} vs champion {champ_auc:.4f} "
+            f"over the last {len(chall.pairs)} / {len(champ.pairs)} labels{hint}"
+        )
         alerts.append(
             self._alert(
                 episode=episode,

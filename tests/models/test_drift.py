@@ -493,11 +493,14 @@ def test_from_bytes_refuses_tampered_foreign_and_other_river_state(
     with pytest.raises(ModelArtifactError, match="not JSON"):
         DriftMonitor.from_bytes(payload, expected_sha256=sha256_hex(payload))
     state = json.loads(data)
+    garbage = {"window": "AAAA", "detected": False}
     for change, match in [
         ({"river": "0.0.1"}, "river 0.0.1"),
         ({"format": "other"}, "unknown format"),
         ({"events": "many"}, "invalid content"),
         ({"score_change": {}}, "invalid content"),
+        ({"score_change": {**state["score_change"], "adwin": garbage}}, "ADWIN state unreadable"),
+        ({"config": {**state["config"], "score_change_delta": 0.01}}, "another delta"),
     ]:
         altered = json.dumps({**state, **change}).encode()
         with pytest.raises(ModelArtifactError, match=match):
