@@ -743,9 +743,12 @@ class DriftMonitor:
 
     @staticmethod
     def _scores(values: Any, n: int, what: str) -> np.ndarray:
+        """Scores in [0, 1] (the model protocol's); nan counts as missing."""
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape != (n,):
             raise ValueError(f"{what} must have shape ({n},), got {arr.shape}")
+        if ((arr < 0.0) | (arr > 1.0) | np.isinf(arr)).any():
+            raise ValueError(f"{what} must lie in [0, 1] (nan for missing)")
         return arr
 
     def _count(
@@ -1058,12 +1061,17 @@ class DriftMonitor:
                     if width <= len(self._window)
                     else {"labels": width, "to_ms": t}
                 )
+                words = f"champion error rate rose from {before:.3g} to {after:.3g} (ADWIN)"
             else:
                 p = float(det._p.get())
                 after = p + math.sqrt(p * (1 - p) / det._p.n)
                 before = float(det._p_min + det.drift_threshold * det._s_min)
                 rise = True
                 window = self._label_window()
+                words = (
+                    f"champion error rate {p:.3g} since DDM's last reset, plus one sd "
+                    f"({after:.3g}), above its bound {before:.3g}"
+                )
             if rise:
                 if episode is None:
                     episode = {"id": self._episode_id(detector, t), "first_ms": t}
@@ -1079,10 +1087,7 @@ class DriftMonitor:
                             window=window,
                             last_ms=t,
                             state="firing",
-                            detail=(
-                                f"champion error rate rose from {before:.3g} to {after:.3g}; "
-                                f"{self._rates_detail()}"
-                            ),
+                            detail=f"{words}; {self._rates_detail()}",
                         )
                     )
                 episode["last"] = self._labels

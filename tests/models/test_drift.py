@@ -554,6 +554,8 @@ def test_inputs_are_checked(reference: dict[str, Any]) -> None:
         monitor.on_decisions(t, s, None, np.zeros((1, 2)), ["approve"], None)
     with pytest.raises(ValueError, match="go together"):
         monitor.on_decisions(t, s, s, X, ["approve"], None)
+    with pytest.raises(ValueError, match=r"champion_scores must lie in \[0, 1\]"):
+        monitor.on_decisions(t, np.array([1.5]), None, X, ["approve"], None)
     with pytest.raises(ValueError, match="champion_actions"):
         monitor.on_decisions(t, s, None, X, [], None)
     with pytest.raises(ValueError, match="y must be"):
@@ -571,4 +573,6 @@ def test_inputs_are_checked(reference: dict[str, Any]) -> None:
             challenger_version=None,
         )
     assert monitor.on_decisions(t[:0], s[:0], None, X[:0], [], None) == []
+    assert monitor.on_decisions(t, np.array([np.nan]), None, X, ["approve"], None) == []
+    assert monitor.statistics()["events"] == 1.0  # a missing score is counted, not learned
     assert alone.on_decisions(t, s, None, X, ["approve"], None) == []
