@@ -44,6 +44,8 @@ def _number(value: Any) -> str:
         return "?"
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))  # counts (quiet periods) in full, not 1e+04
     return f"{value:.4g}"
 
 

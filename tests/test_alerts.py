@@ -81,6 +81,8 @@ def test_format_alert_change_detector_and_label_windows() -> None:
     line = format_alert(record)
     assert "CRITICAL" not in line and " critical " in line
     assert "over 731 labels up to 2023-11-14T22:13:20Z |" in line
+    quiet = format_alert(record | {"state": "resolved", "statistic": 10000.0, "threshold": 10000})
+    assert " error_adwin 10000 vs 10000 over " in quiet
 
 
 def test_format_alert_shows_what_it_cannot_read() -> None:
