@@ -83,13 +83,16 @@ Hysteresis: each detector and key (a feature) has at most one open episode; it w
 while the episode is open, extends it).
 
 Order within a call: records come out in event order; at one event, the change detector's
-record comes before the period's (score, then features in reference order).
+record comes before the period's (score, then features in reference order). Decisions and labels
+touch disjoint state, so how the caller interleaves the two calls does not matter either.
 
 Persistence: :meth:`DriftMonitor.to_bytes` is JSON (floats written with ``repr``, read back
 exactly): configuration, reference, versions, counters, open episodes and every detector's
 state. River's ADWIN keeps its window in Rust; its own serialisation (bytes from the
-``AdaptiveWindowing`` state, a plain data format, never pickle) goes in the JSON as base64, and
-River's rolling metrics are rebuilt from their windows. Nothing is unpickled.
+``AdaptiveWindowing`` state, a plain data format, never pickle) goes in the JSON as base64;
+River's rolling AUC is rebuilt from its window (the AUC is a function of the window) and its
+rolling log loss gets its window and its exact running mean back; DDM's state is plain numbers.
+Nothing is pickled or unpickled.
 :meth:`DriftMonitor.from_bytes` checks the sha256 before it parses anything, and refuses state
 written by another River version (ADWIN's format is River's): start a fresh monitor then.
 
