@@ -283,3 +283,121 @@ class DecisionRecord(TypedDict):
     champion: ModelScore
     action: str
     thresholds: dict[str, float]
+
+
+# --- output: drift and model alerts (topic ``alerts``, keyed by ``id``) ---------------------
+
+ALERT_SCHEMA_VERSION = 1
+
+#: What an alert is about (``kind``).
+ALERT_KINDS = (
+    "score_drift",
+    "feature_drift",
+    "performance",
+    "challenger_better",
+    "canary_halt",
+    "model_failure",
+)
+#: How urgent it is (``severity``): ``info`` is for dashboards and retraining decisions,
+#: ``warning`` for a look within the working day, ``critical`` pages the on-call engineer.
+ALERT_SEVERITIES = ("info", "warning", "critical")
+#: Where its episode stands (``state``).
+ALERT_STATES = ("firing", "resolved")
+
+
+class AlertWindow(TypedDict, total=False):
+    """The events a statistic was computed over: a count (``events`` for transactions,
+    ``labels`` for labelled transactions) and/or the event-time range ``[from_ms, to_ms]``
+    (epoch ms UTC, both inclusive) where the detector knows it."""
+
+    events: int
+    labels: int
+    from_ms: int
+    to_ms: int
+
+
+class AlertModels(TypedDict):
+    """The model versions the alert concerns (``challenger`` is None when none runs)."""
+
+    champion: str
+    challenger: str | None
+
+
+class _AlertOptional(TypedDict, total=False):
+    feature: str
+    detail: str
+
+
+class AlertRecord(_AlertOptional):
+    """One alert, as the decision step publishes it to ``alerts`` and people and tools read it.
+
+    An alert belongs to an *episode*: a detector fires once when its statistic crosses the
+    firing threshold (``state="firing"``) and once when it clears (``state="resolved"``, below a
+    lower threshold, or after a quiet period for change detectors); nothing in between. Both
+    records of an episode carry the same ``id``.
+
+    ``schema_version``
+        :data:`ALERT_SCHEMA_VERSION`; readers refuse or skip versions they do not know.
+    ``id``
+        Stable per episode: ``detector/champion version[/challenger version][/feature]/
+        first_event_ms``. Use it as the Kafka key and to pair a resolution with its firing.
+    ``kind``
+        One of :data:`ALERT_KINDS`: ``score_drift`` (the champion's score distribution moved),
+        ``feature_drift`` (one input feature moved), ``performance`` (the champion's error rate
+        on matured labels rose), ``challenger_better`` (the challenger outranks the champion: a
+        retraining hint), ``canary_halt`` and ``model_failure`` (written by the model rollout).
+    ``severity``
+        One of :data:`ALERT_SEVERITIES`; fixed per detector, the same for both records of an
+        episode.
+    ``detector``
+        The detector's name, e.g. ``score_psi``, ``score_adwin``, ``feature_psi``,
+        ``error_adwin``, ``auc_gap``.
+    ``statistic``, ``threshold``
+        The value that crossed and the bound it crossed (a firing record: the firing threshold;
+        a resolved one: the resolving threshold). For a change detector's firing, ``statistic``
+        is the level after the change (mean score, error rate) and ``threshold`` the level
+        before it; for its resolution, the number of events (or labels) without a change and
+        the configured quiet period. Always finite.
+    ``window``
+        :class:`AlertWindow`: the events ``statistic`` was computed over.
+    ``models``
+        :class:`AlertModels`.
+    ``first_event_ms``, ``last_event_ms``
+        Event times (epoch ms UTC): where the episode began (part of ``id``) and the last event
+        this record accounts for. For label-based detectors these are the labelled
+        transactions' event times, days before the labels themselves.
+    ``state``
+        ``firing`` or ``resolved``.
+    ``runbook``
+        What to do: a path with an anchor, e.g. ``docs/runbook.md#score-drift``.
+    ``feature``
+        Only for ``feature_drift``: the feature's name.
+    ``detail``
+        Optional: one human-readable sentence with context (levels, direction, rolling metrics).
+    """
+
+    schema_version: int
+    id: str
+    kind: str
+    severity: str
+    detector: str
+    statistic: float
+    threshold: float
+    window: AlertWindow
+    models: AlertModels
+    first_event_ms: int
+    last_event_ms: int
+    state: str
+    runbook: str
+
+
+# Appended here rather than in the list at the top, which other changes edit.
+__all__ += [
+    "ALERT_KINDS",
+    "ALERT_SCHEMA_VERSION",
+    "ALERT_SEVERITIES",
+    "ALERT_STATES",
+    "AlertModels",
+    "AlertRecord",
+    "AlertWindow",
+]
