@@ -281,6 +281,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             if args.compare_decisions
             else None
         ),
+        challenger=_version_arg(args.challenger, "--challenger") if args.challenger else None,
     )
     write_report(result, Path(args.report))
     m = result.metrics
@@ -290,7 +291,23 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"AP {m['average_precision']}, CP@{args.k} {m[f'card_precision_at_{args.k}']:.3f}; "
         f"report in {args.report}"
     )
+    if "challenger" in m:
+        c = m["challenger"]
+        print(
+            f"challenger {c['version']} ({c['scoring']}, same transactions): AUC {c['auc_roc']}, "
+            f"AP {c['average_precision']}, CP@{args.k} {c[f'card_precision_at_{args.k}']:.3f}, "
+            f"recall at its review threshold {c['recall_at_threshold']}"
+        )
     return 0
+
+
+def _version_arg(text: str, flag: str) -> str:
+    from fraudstream.models.registry import parse_version
+
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
 
 
 def _flow_config(args: argparse.Namespace) -> Any:
@@ -537,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay-days", type=int, help="handbook: feedback delay in days (default: 7)")
     p.add_argument(
         "--compare-decisions", help="decision log (JSONL/Parquet): compare with the champion"
+    )
+    p.add_argument(
+        "--challenger",
+        metavar="VERSION",
+        help="a version of the same registry to assess beside the model on the same "
+        "transactions; an online model is replayed prequentially",
     )
     p.add_argument("--report", required=True, help="output directory")
     _kafka_args(p)
