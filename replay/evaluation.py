@@ -40,7 +40,7 @@ from fraudstream.replay.features import ReplayResult, replay_features, to_label,
 from fraudstream.replay.prequential import prequential
 from fraudstream.schema import Label, Transaction
 from fraudstream.state.features import FeatureSet, get_feature_set
-from fraudstream.timeutil import format_time_ms
+from fraudstream.timeutil import format_time_ms, format_window
 
 __all__ = [
     "Contender",
@@ -240,6 +240,11 @@ def evaluate_promotion(
     if current in (to, "production"):
         raise RegistryError(f"{version} is already in {current}")
     as_of = end_of_input_ms(txs, labs) if as_of_ms is None else as_of_ms
+    if window is not None and window[1] > as_of + 1:
+        raise ConfigError(
+            f"evaluation window {format_window(*window)} ends after as-of {_when(as_of)}: "
+            "its labels are not known yet"
+        )
     if window is None:
         until = candidate.trained_until_ms
         try:

@@ -101,6 +101,18 @@ def test_no_matured_data_after_training_is_a_clear_error(tmp_path, world):
             maturity_ms=8 * DAY_MS,
             eval_days=7,
         )
+    with pytest.raises(ConfigError, match="ends after as-of"):
+        evaluate_promotion(
+            registry,
+            "v0002",
+            "canary",
+            early,
+            late,
+            policy=GENEROUS,
+            maturity_ms=8 * DAY_MS,
+            eval_days=7,
+            window=(TRAIN_TO, TRAIN_TO + 30 * DAY_MS),
+        )
     with pytest.raises(RegistryError, match="already in production"):
         evaluate_promotion(
             registry,
