@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fraudstream.errors import ConfigError, FraudstreamError
-from fraudstream.timeutil import format_window, parse_time_ms, parse_window
+from fraudstream.timeutil import format_time_ms, format_window, parse_time_ms, parse_window
 
 if TYPE_CHECKING:
     from fraudstream.replay.backtest import AssessmentProtocol
@@ -41,14 +41,20 @@ def _kafka_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kafka (also FRAUDSTREAM_KAFKA_* environment variables)")
     g.add_argument("--bootstrap-servers", help="host:port[,host:port]")
     g.add_argument(
-        "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+        "--security-protocol",
+        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
+        help="default: PLAINTEXT",
     )
-    g.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-    g.add_argument("--sasl-username")
+    g.add_argument(
+        "--sasl-mechanism",
+        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+        help="with SASL_PLAINTEXT or SASL_SSL",
+    )
+    g.add_argument("--sasl-username", help="SASL user name")
     g.add_argument("--sasl-password", help="prefer FRAUDSTREAM_KAFKA_SASL_PASSWORD")
-    g.add_argument("--ssl-cafile")
-    g.add_argument("--ssl-certfile")
-    g.add_argument("--ssl-keyfile")
+    g.add_argument("--ssl-cafile", help="CA certificate (PEM) to verify the brokers")
+    g.add_argument("--ssl-certfile", help="client certificate (PEM), for mTLS")
+    g.add_argument("--ssl-keyfile", help="client private key (PEM), for mTLS")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -174,11 +180,30 @@ def _say_window(what: str, from_ms: int | None, to_ms: int | None) -> None:
     print(f"{what} {format_window(from_ms, to_ms)}", file=sys.stderr)
 
 
+def _actor(args: argparse.Namespace) -> str:
+    from fraudstream.models.registry import default_actor
+
+    return args.actor or default_actor()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from fraudstream.replay.training import train_from_files
+    from fraudstream.models.registry import ModelRegistry
+    from fraudstream.replay.training import bootstrap_stage, train_from_files
 
     train_from_ms, train_to_ms = _window(args, "train_from", "train_to", "--train-from/--train-to")
     _say_window("training window", train_from_ms, train_to_ms)
+    registry = ModelRegistry(args.registry)
+    if args.force and not args.reason:
+        raise ConfigError("--force needs --reason (it is written to the stage log)")
+    if args.stage in ("canary", "production") and registry.versions() and not args.force:
+        raise ConfigError(
+            f"--stage {args.stage}: the registry already holds models; promote through the gate "
+            "(fraudstream model promote) or add --force with --reason"
+        )
+    stage = (args.stage or "shadow") if args.challenger else bootstrap_stage(registry, args.stage)
+    reason = args.reason
+    if reason and args.force:
+        reason = f"forced at training: {reason}"
     version = train_from_files(
         transactions=args.transactions,
         labels=args.labels,
@@ -189,6 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_estimators=args.n_estimators,
         train_from_ms=train_from_ms,
         train_to_ms=train_to_ms,
+        challenger=args.challenger,
+        stage=stage,
+        actor=_actor(args),
+        reason=reason,
+    )
+    print(
+        f"registered {version} ({registry.kind_of(version)}) in {registry.stage_of(version)}",
+        file=sys.stderr,
     )
     print(version)
     return 0
@@ -295,6 +328,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             if args.compare_decisions
             else None
         ),
+        challenger=_version_arg(args.challenger, "--challenger") if args.challenger else None,
     )
     write_report(result, Path(args.report))
     m = result.metrics
@@ -304,6 +338,249 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"AP {m['average_precision']}, CP@{args.k} {m[f'card_precision_at_{args.k}']:.3f}; "
         f"report in {args.report}"
     )
+    if "challenger" in m:
+        c = m["challenger"]
+        print(
+            f"challenger {c['version']} ({c['scoring']}, same transactions): AUC {c['auc_roc']}, "
+            f"AP {c['average_precision']}, CP@{args.k} {c[f'card_precision_at_{args.k}']:.3f}, "
+            f"recall at its review threshold {c['recall_at_threshold']}"
+        )
+    return 0
+
+
+def _version_arg(text: str, flag: str) -> str:
+    from fraudstream.models.registry import parse_version
+
+    try:
+        return parse_version(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from exc
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from fraudstream.models.lifecycle import GatePolicy
+
+    try:
+        return GatePolicy(max_fpr=args.max_fpr, max_cost_us=args.max_cost_us)
+    except ValueError as exc:
+        raise ConfigError(f"--max-fpr/--max-cost-us: {exc}") from exc
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from fraudstream.models.registry import ModelRegistry
+
+    registry = ModelRegistry(args.registry)
+    stages = registry.stages()
+    versions = registry.versions(args.stage, args.kind)
+    if not versions:
+        print(f"no models in {args.registry}" + (f" in stage {args.stage}" if args.stage else ""))
+        return 0
+    header = (
+        "VERSION",
+        "KIND",
+        "STAGE",
+        "CREATED",
+        "FEATURES",
+        "REVIEW",
+        "DECLINE",
+        "AUC",
+        "TRAINED ON",
+    )
+    rows = [header]
+    for version in versions:
+        m = registry.manifest(version)
+        window = m.get("training_window") or {}
+        auc = (m.get("metrics") or {}).get("auc_roc")
+        fs = m["feature_set"]
+        rows.append(
+            (
+                version,
+                m["kind"],
+                stages.get(version, "-"),
+                str(m.get("created_at", "?"))[:19].replace("T", " "),
+                f"{fs['name']} v{fs['version']}",
+                f"{m['thresholds']['review']:.4g}",
+                f"{m['thresholds']['decline']:.4g}",
+                "-" if auc is None else f"{auc:.3f}",
+                f"{format_time_ms(window['from_ms'])[:10]}..{format_time_ms(window['to_ms'])[:10]}"
+                if window.get("from_ms") is not None and window.get("to_ms") is not None
+                else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_model_history(args: argparse.Namespace) -> int:
+    from fraudstream.models.registry import ModelRegistry
+
+    version = _version_arg(args.version, "--version") if args.version else None
+    records = ModelRegistry(args.registry).history(version)
+    if not records:
+        print(f"no stage changes in {args.registry}")
+    for r in records:
+        print(
+            f"{r.at}  {r.version}  {r.from_stage or 'registered'} -> {r.to_stage}  "
+            f"by {r.actor}: {r.reason}"
+        )
+    return 0
+
+
+def _print_changes(changes: list[Any]) -> None:
+    for c in changes:
+        print(f"{c.version}: {c.from_stage or 'registered'} -> {c.to_stage}")
+
+
+def cmd_model_promote(args: argparse.Namespace) -> int:
+    import json
+
+    from fraudstream.models.lifecycle import DAY_MS
+    from fraudstream.models.registry import ModelRegistry
+    from fraudstream.replay.api import read_records
+    from fraudstream.replay.evaluation import evaluate_promotion, parse_records
+
+    registry = ModelRegistry(args.registry)
+    version = _version_arg(args.version, "VERSION")
+    if args.force and not args.reason:
+        raise ConfigError("--force needs --reason (it is written to the stage log)")
+    if bool(args.transactions) != bool(args.labels):
+        raise ConfigError("--transactions and --labels go together")
+    policy = _policy(args)
+    eval_from, eval_to = _window(args, "eval_from", "eval_to", "--eval-from/--eval-to")
+    if (eval_from is None) != (eval_to is None):
+        raise ConfigError("--eval-from and --eval-to go together")
+    if not args.transactions:
+        if not args.force:
+            raise ConfigError(
+                "the gate backtests the candidate against production over matured labels: give "
+                "--transactions and --labels, or --force with --reason to promote without it"
+            )
+        changes = registry.set_stage(
+            version,
+            args.to,
+            reason=f"forced without evaluation: {args.reason}",
+            actor=_actor(args),
+        )
+        _print_changes(changes)
+        return 0
+    settings = _maybe_settings(args)
+    txs, labs = parse_records(
+        read_records(args.transactions, settings), read_records(args.labels, settings)
+    )
+    decision = evaluate_promotion(
+        registry,
+        version,
+        args.to,
+        txs,
+        labs,
+        policy=policy,
+        maturity_ms=int(args.maturity_days * DAY_MS),
+        eval_days=args.eval_days,
+        as_of_ms=parse_time_ms(args.as_of) if args.as_of else None,
+        window=None if eval_from is None or eval_to is None else (eval_from, eval_to),
+    )
+    c = decision.candidate
+    _say_window("evaluation window", c.window_from_ms, c.window_to_ms)
+    for check in decision.checks:
+        print(f"  [{'ok' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(decision.to_json(), indent=2, sort_keys=True))
+    if decision.accepted:
+        reason = decision.summary() + (f"; {args.reason}" if args.reason else "")
+    elif args.force:
+        reason = f"forced: {args.reason}; {decision.summary()}"
+    else:
+        print(f"fraudstream: refused: {decision.summary()}", file=sys.stderr)
+        return 3
+    _print_changes(registry.set_stage(version, args.to, reason=reason, actor=_actor(args)))
+    return 0
+
+
+def cmd_model_demote(args: argparse.Namespace) -> int:
+    from fraudstream.models.registry import ModelRegistry
+
+    version = _version_arg(args.version, "VERSION")
+    changes = ModelRegistry(args.registry).set_stage(
+        version, args.to, reason=args.reason, actor=_actor(args)
+    )
+    _print_changes(changes)
+    if not changes:
+        print(f"{version} is already in {args.to}")
+    return 0
+
+
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    from fraudstream.models.registry import ModelRegistry
+
+    changes = ModelRegistry(args.registry).rollback(reason=args.reason, actor=_actor(args))
+    _print_changes(changes)
+    return 0
+
+
+def _retrain_source(spec: str, from_ms: int, to_ms: int) -> str:
+    """A ``kafka:TOPIC`` without a window reads the retraining span of the topic."""
+    if spec.startswith("kafka:") and "@" not in spec:
+        return f"{spec}@{from_ms}..{to_ms}"
+    return spec
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from fraudstream.models.lifecycle import DAY_MS
+    from fraudstream.replay.api import read_records
+    from fraudstream.replay.retrain import RetrainConfig, retrain
+    from fraudstream.state.features import get_feature_set
+
+    as_of = parse_time_ms(args.as_of) if args.as_of else None
+    kafka = any(s.startswith("kafka:") for s in (args.transactions, args.labels))
+    if kafka and as_of is None:
+        as_of = int(time.time() * 1000)  # a live topic: now; files: the end of the input
+    try:
+        cfg = RetrainConfig(
+            actor=_actor(args),
+            days=args.days,
+            maturity_days=args.maturity_days,
+            eval_days=args.eval_days,
+            as_of_ms=as_of,
+            kind="river-logistic" if args.challenger else "xgboost",
+            seed=args.seed,
+            n_estimators=args.n_estimators,
+            promote=args.promote,
+            policy=_policy(args),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"retrain: {exc}") from exc
+    sources = [args.transactions, args.labels]
+    if as_of is not None:
+        span = (as_of - int(args.days * DAY_MS), as_of + 1)
+        sources = [_retrain_source(s, *span) for s in sources]
+    settings = _maybe_settings(args)
+    result = retrain(
+        read_records(sources[0], settings),
+        read_records(sources[1], settings),
+        get_feature_set(args.feature_set),
+        Path(args.registry),
+        cfg,
+    )
+    text = json.dumps(result.summary, indent=2, sort_keys=True)
+    if args.summary:
+        Path(args.summary).write_text(text + "\n")
+    print(text)
+    s = result.summary
+    print(
+        f"retrain: registered {result.version} ({s['stage']}); evaluation window "
+        f"{s['evaluation']['window']}",
+        file=sys.stderr,
+    )
+    for warning in s["warnings"]:
+        print(f"retrain: warning: {warning}", file=sys.stderr)
+    if result.accepted is False:
+        print(f"fraudstream: refused: {s['reason']}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -477,6 +754,161 @@ with the model at training. --protocol strict leaves out cards with a fraud labe
 (label_time_ms) before the test day and blocks no detected card."""
 
 
+_TRAIN_DESCRIPTION = """\
+Replays features point in time over the whole input, trains on the transactions of
+[--train-from, --train-to) with the labels known at the end of the input, sets the model's own
+review/decline thresholds at 2 % / 0.2 % false-positive rate on its validation scores (the last
+20 % of rows in time) and registers it. The champion is XGBoost; --challenger fits the online
+River challenger in time order, learning each label once it is due (its validation scores are
+prequential). Prints the version on stdout."""
+
+_PROMOTE_DESCRIPTION = """\
+The gate: the candidate and the current production model score the same matured transactions
+(strict protocol; an online model prequentially). It refuses unless the candidate's recall at its
+review threshold is not worse than production's, its false-positive rate at its review threshold
+is at most --max-fpr, its scoring cost (µs/row at batch 256) fits --max-cost-us, the window holds
+a matured fraud and starts after the candidate's training data. The window is --eval-from and
+--eval-to, or else the --eval-days before as-of minus --maturity-days (not before the candidate's
+training data ends). --force with --reason overrides a refusal (both are written to the stage
+log). Exit status 3 when refused."""
+
+_RETRAIN_DESCRIPTION = """\
+The nightly job: takes the last --days of the input (a kafka:TOPIC source without @FROM..TO reads
+exactly that span, as of now), trains a candidate on the transactions before the evaluation
+window, backtests it and the production model on the same window ([as-of - maturity - eval-days,
+as-of - maturity), strict protocol), registers it in shadow and, with --promote, applies the gate
+of `fraudstream model promote`. Prints a JSON summary (also --summary PATH); exit status 3 when
+the gate refuses."""
+
+
+def _registry_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", default="var/registry", help="model registry directory")
+
+
+def _who_args(p: argparse.ArgumentParser, *, reason_required: bool) -> None:
+    p.add_argument("--reason", required=reason_required, help="why, written to the stage log")
+    p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
+
+
+def _gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--maturity-days",
+        type=float,
+        default=8.0,
+        help="how late labels may come: the evaluation window ends this long before as-of "
+        "(default: 8)",
+    )
+    p.add_argument(
+        "--eval-days", type=float, default=7.0, help="length of the evaluation window (default: 7)"
+    )
+    p.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.02,
+        help="highest false-positive rate at the review threshold (default: 0.02)",
+    )
+    p.add_argument(
+        "--max-cost-us",
+        type=float,
+        default=25.0,
+        help="scoring cost budget, µs per row at batch 256 (default: 25)",
+    )
+    p.add_argument(
+        "--as-of",
+        help="as-of time, ISO or ms (default: the end of the input; retrain from Kafka: now)",
+    )
+
+
+def _lifecycle_parsers(subs: Any) -> None:
+    """``model list|history|promote|demote|rollback`` and ``retrain``."""
+    p = subs.add_parser("model", help="the model registry: list, history, promote, rollback")
+    model = p.add_subparsers(dest="model_command", required=True)
+
+    p = model.add_parser("list", help="versions with their kind, stage and thresholds")
+    _registry_arg(p)
+    p.add_argument(
+        "--stage",
+        choices=["shadow", "canary", "production", "archived"],
+        help="only versions in this stage",
+    )
+    p.add_argument("--kind", help="only versions of this kind (xgboost, river-logistic)")
+    p.set_defaults(func=cmd_model_list, _sub=p)
+
+    p = model.add_parser("history", help="every stage change, oldest first")
+    _registry_arg(p)
+    p.add_argument("--version", help="only this version's changes")
+    p.set_defaults(func=cmd_model_history, _sub=p)
+
+    p = model.add_parser(
+        "promote",
+        help="move a version to canary or production through the gate",
+        description=_PROMOTE_DESCRIPTION,
+    )
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("version", metavar="VERSION", help="the candidate (v3, v0003 or 3)")
+    p.add_argument("--to", required=True, choices=["canary", "production"], help="target stage")
+    _registry_arg(p)
+    p.add_argument(
+        "--transactions",
+        help="records to backtest on: JSONL(.gz), Parquet or kafka:TOPIC[@FROM..TO]",
+    )
+    p.add_argument("--labels", help="labels of those records, same forms")
+    p.add_argument("--eval-from", help="evaluation window start (inclusive), ISO or ms")
+    p.add_argument("--eval-to", help=f"evaluation window {_END_HELP}")
+    _gate_args(p)
+    p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
+    p.add_argument("--summary", help="write the gate's checks as JSON here")
+    _who_args(p, reason_required=False)
+    _kafka_args(p)
+    p.set_defaults(func=cmd_model_promote, _sub=p)
+
+    p = model.add_parser("demote", help="move a version to shadow or archived (no gate)")
+    p.add_argument("version", metavar="VERSION", help="the version (v3, v0003 or 3)")
+    p.add_argument("--to", required=True, choices=["shadow", "archived"], help="target stage")
+    _registry_arg(p)
+    _who_args(p, reason_required=True)
+    p.set_defaults(func=cmd_model_demote, _sub=p)
+
+    p = model.add_parser("rollback", help="make the previous production version production again")
+    _registry_arg(p)
+    _who_args(p, reason_required=True)
+    p.set_defaults(func=cmd_model_rollback, _sub=p)
+
+    p = subs.add_parser(
+        "retrain",
+        help="nightly: replay, train a candidate, backtest vs production, register, gate",
+        description=_RETRAIN_DESCRIPTION,
+    )
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument(
+        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
+    )
+    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
+    _registry_arg(p)
+    p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
+    p.add_argument(
+        "--days",
+        type=float,
+        default=30.0,
+        help="how many days before as-of to replay (default: 30)",
+    )
+    _gate_args(p)
+    p.add_argument(
+        "--challenger", action="store_true", help="train the online River challenger instead"
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--n-estimators", type=int, default=200, help="boosting rounds (champion only)")
+    p.add_argument(
+        "--promote",
+        choices=["canary", "production"],
+        help="apply the gate and move an accepted candidate there",
+    )
+    p.add_argument("--summary", help="also write the JSON summary here")
+    p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
+    _kafka_args(p)
+    p.set_defaults(func=cmd_retrain, _sub=p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.splitlines()[0])
     subs = parser.add_subparsers(dest="command", required=True)
@@ -521,14 +953,35 @@ def build_parser() -> argparse.ArgumentParser:
     _kafka_args(p)
     p.set_defaults(func=cmd_simulate, _sub=p)
 
-    p = subs.add_parser("train", help="train an XGBoost champion from JSONL streams by replay")
+    p = subs.add_parser(
+        "train",
+        help="train the XGBoost champion (or --challenger) by replay and register it",
+        description=_TRAIN_DESCRIPTION,
+    )
     p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--transactions", required=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--feature-set", default="default")
-    p.add_argument("--registry", default="var/registry")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-estimators", type=int, default=200)
+    p.add_argument(
+        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
+    )
+    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
+    p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
+    p.add_argument("--registry", default="var/registry", help="model registry directory")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--n-estimators", type=int, default=200, help="boosting rounds (champion only)")
+    p.add_argument(
+        "--challenger",
+        action="store_true",
+        help="train the online River challenger instead (prequential warm start; shadow)",
+    )
+    p.add_argument(
+        "--stage",
+        choices=["shadow", "canary", "production"],
+        default=None,
+        help="stage to register in; default: shadow, or production for the first model of an "
+        "empty registry; canary/production on a non-empty registry need --force",
+    )
+    p.add_argument("--force", action="store_true", help="allow --stage canary/production")
+    p.add_argument("--reason", help="why, written to the stage log (required with --force)")
+    p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
     p.add_argument(
         "--train-from",
         help="start of the training window, inclusive: ISO date/datetime or epoch ms; default: all",
@@ -606,9 +1059,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare-decisions", help="decision log (JSONL/Parquet): compare with the champion"
     )
+    p.add_argument(
+        "--challenger",
+        metavar="VERSION",
+        help="a version of the same registry to assess beside the model on the same "
+        "transactions; an online model is replayed prequentially",
+    )
     p.add_argument("--report", required=True, help="output directory")
     _kafka_args(p)
     p.set_defaults(func=cmd_backtest, _sub=p)
+    _lifecycle_parsers(subs)
 
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
     p.add_argument("--config", help="TOML settings file")

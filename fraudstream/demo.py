@@ -101,6 +101,7 @@ def run_demo(
     rate: float = 5000.0,
     seed: int = 7,
 ) -> int:
+    from fraudstream.models.registry import ModelRegistry
     from fraudstream.replay.training import train_from_streams
     from fraudstream.state.features import default_feature_set
 
@@ -119,11 +120,15 @@ def run_demo(
     print("[2/5] replaying point-in-time features and training the XGBoost champion")
     t0 = time.perf_counter()
     registry = workdir / "registry"
-    version = train_from_streams(history.transactions, history.labels, fs, registry, seed=seed)
-    manifest = orjson.loads((registry / "champion" / version / "manifest.json").read_bytes())
+    # the first model of an empty registry goes straight to production (docs/models.md)
+    version = train_from_streams(
+        history.transactions, history.labels, fs, registry, seed=seed, actor="demo"
+    )
+    manifest = ModelRegistry(registry).manifest(version)
     m = manifest["metrics"]
     print(
-        f"      {version} in {time.perf_counter() - t0:.1f}s: validation AUC {m['auc_roc']:.3f}, "
+        f"      {version} ({ModelRegistry(registry).stage_of(version)}) in "
+        f"{time.perf_counter() - t0:.1f}s: validation AUC {m['auc_roc']:.3f}, "
         f"AP {m['average_precision']:.3f}, thresholds {manifest['thresholds']}"
     )
 

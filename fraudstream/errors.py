@@ -6,6 +6,7 @@ time derives from one root::
     FraudstreamError
     ├── ConfigError            bad settings, flags or feature-set definitions at start-up
     ├── ModelArtifactError     a model artifact failed verification (hash, format, feature list)
+    ├── RegistryError          the model registry refuses a stage change or its stage log is damaged
     ├── StateError             the state directory cannot serve the requested resume
     │   └── RecoveryError      undo history does not reach back to the resumed snapshot
     └── BrokerError            the embedded broker could not be started or reached
@@ -22,6 +23,7 @@ __all__ = [
     "FraudstreamError",
     "ModelArtifactError",
     "RecoveryError",
+    "RegistryError",
     "StateError",
 ]
 
@@ -36,6 +38,10 @@ class ConfigError(FraudstreamError):
 
 class ModelArtifactError(FraudstreamError):
     """A model artifact is missing, altered, or incompatible with the feature set."""
+
+
+class RegistryError(FraudstreamError):
+    """The model registry refuses a stage change, or its stage log or layout is damaged."""
 
 
 class StateError(FraudstreamError):

@@ -33,11 +33,21 @@ a feedback delay, ``get_train_test_set``) and section 4.4 "Precision top-k metri
 ``strict`` (this module's earlier rule, kept to compare with earlier reports): a card is known
 compromised on day ``d`` once a fraud label (``label_time_ms``) was issued, before the start of
 ``d``, for any of its transactions in the input; detected cards are not removed.
+
+A challenger (``challenger=VERSION``) is assessed beside the model on the same transactions, at
+its own review threshold. An online challenger is replayed prequentially
+(:mod:`fraudstream.replay.prequential`): it scores every transaction when it happens and learns a
+label only once it is due, with the transaction's decision-time features. It continues from its
+registered state when that state predates the test period (it learned no label due after
+``learned_until_ms``, recorded at training); otherwise it would be graded on labels it has
+already learned, so a fresh model with the same hyperparameters and seed is replayed from the
+start of the input instead. ``metrics["challenger"]["start"]`` says which.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 from collections import defaultdict
@@ -49,9 +59,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fraudstream.errors import ConfigError
-from fraudstream.models.registry import ModelRegistry
+from fraudstream.models.base import Model, sha256_hex
+from fraudstream.models.challenger import OnlineLogistic
+from fraudstream.models.registry import LoadedModel, ModelRegistry
 from fraudstream.models.train import auc_roc, average_precision
-from fraudstream.replay.features import replay_features, to_label, to_transaction
+from fraudstream.replay.features import ReplayResult, replay_features, to_label, to_transaction
+from fraudstream.replay.prequential import prequential
 from fraudstream.replay.training import labels_as_of
 from fraudstream.schema import Label, Transaction
 from fraudstream.state.features import get_feature_set
@@ -310,12 +323,16 @@ def card_precision_at_k(
 
 @dataclass(frozen=True)
 class BacktestResult:
+    """The model's scores and metrics on the kept rows; ``challenger_*`` when one was given."""
+
     metrics: dict[str, Any]
     scores: np.ndarray
     y: np.ndarray
     daily_cp: dict[str, float]
     card_precision: CardPrecision
     rows: PeriodRows
+    challenger_scores: np.ndarray | None = None
+    challenger_daily_cp: dict[str, float] | None = None
 
 
 def _iso_day(day: int) -> str:
@@ -333,8 +350,11 @@ def backtest(
     k: int = 100,
     protocol: AssessmentProtocol | None = None,
     logged_decisions: Iterable[dict[str, Any]] | None = None,
+    challenger: str | None = None,
 ) -> BacktestResult:
-    """Score ``[from_ms, to_ms)`` with the model; optionally compare with logged decisions.
+    """Score ``[from_ms, to_ms)`` with the model (``version``; None: the production version);
+    optionally compare with logged decisions and with a ``challenger`` version of the same
+    registry (module docstring).
 
     ``protocol`` defaults to the handbook's, with the model's recorded training window.
     """
@@ -360,13 +380,14 @@ def backtest(
     rows = period_rows(txs, labs, protocol, from_ms=from_ms, to_ms=to_ms)
     if not rows.index.size:
         raise ValueError("no transactions in the test period")
-    scores = np.asarray(loaded.champion.score_many(replay.X[rows.index]), dtype=np.float64)
+    scores = np.asarray(loaded.model.score_many(replay.X[rows.index]), dtype=np.float64)
     y, days, cards = rows.y, rows.days, rows.cards
     review = loaded.manifest["thresholds"]["review"]
     remove = protocol.removes_detected_cards
     metrics, cp = _metrics(scores, y, days, cards, review, k, remove)
     metrics = {
         "model_version": loaded.version,
+        "model_kind": loaded.kind,
         "feature_set": fs.name,
         "from_ms": from_ms,
         "to_ms": to_ms,
@@ -418,10 +439,84 @@ def backtest(
                 "champion_logged": champion_metrics,
                 "candidate_same_transactions": candidate_same,
             }
+    challenger_scores = challenger_daily = None
+    if challenger is not None:
+        ch = ModelRegistry(registry).load(challenger)
+        ch_fs = get_feature_set(ch.manifest["feature_set"]["name"])
+        ch = ModelRegistry(registry).load(challenger, feature_set=ch_fs)
+        ch_replay = (
+            replay if ch_fs.fingerprint == fs.fingerprint else replay_features(txs, labs, ch_fs)
+        )
+        challenger_scores, start, learned = _challenger_scores(
+            ch, ch_fs, ch_replay, labs, rows.index, from_ms
+        )
+        ch_review = float(ch.manifest["thresholds"]["review"])
+        ch_metrics, ch_cp = _metrics(challenger_scores, y, days, cards, ch_review, k, remove)
+        challenger_daily = {_iso_day(day): v for day, v in ch_cp.daily.items()}
+        metrics["challenger"] = {
+            "version": ch.version,
+            "kind": ch.kind,
+            "feature_set": ch_fs.name,
+            "scoring": "prequential" if ch.model.learns_online else "batch",
+            "start": start,
+            "labels_learned": learned,
+            **ch_metrics,
+            "daily_card_precision": challenger_daily,
+        }
     daily = {_iso_day(day): v for day, v in cp.daily.items()}
     return BacktestResult(
-        metrics=metrics, scores=scores, y=y, daily_cp=daily, card_precision=cp, rows=rows
+        metrics=metrics,
+        scores=scores,
+        y=y,
+        daily_cp=daily,
+        card_precision=cp,
+        rows=rows,
+        challenger_scores=challenger_scores,
+        challenger_daily_cp=challenger_daily,
     )
+
+
+def _fresh(model: Model) -> Model:
+    """An untrained model with ``model``'s hyperparameters and seed."""
+    if isinstance(model, OnlineLogistic):
+        return OnlineLogistic(model.feature_names, seed=model.seed, **model.hyperparameters)
+    raise ConfigError(f"cannot restart a {type(model).__name__} from scratch for a backtest")
+
+
+def _challenger_scores(
+    loaded: LoadedModel,
+    fs: Any,
+    replay: ReplayResult,
+    labels: Sequence[Label],
+    index: np.ndarray,
+    from_ms: int,
+) -> tuple[np.ndarray, str, int | None]:
+    """Scores of the challenger on ``replay`` rows ``index``, how it started, labels learned."""
+    model = loaded.model
+    if not model.learns_online:
+        return np.asarray(model.score_many(replay.X[index]), dtype=np.float64), "batch", None
+    window = loaded.manifest.get("training_window") or {}
+    learned_until = window.get("learned_until_ms")
+    if learned_until is not None and learned_until < from_ms:
+        data = model.to_bytes()  # a copy: the loaded model stays as registered
+        model = type(model).from_bytes(data, expected_sha256=sha256_hex(data))
+        start = f"registered state (labels learned up to {format_time_ms(learned_until)})"
+    else:
+        model, learned_until = _fresh(model), None
+        start = "fresh (same hyperparameters and seed, from the start of the input)"
+    mask = np.zeros(len(replay.tx_ids), dtype=bool)
+    mask[index] = True
+    run = prequential(
+        model,
+        replay.X,
+        replay.times_ms,
+        replay.tx_ids,
+        labels,
+        label_delay_ms=fs.label_delay_ms,
+        score=mask,
+        known_until_ms=learned_until,
+    )
+    return run.scores[index], start, len(run.learned)
 
 
 def _metrics(
@@ -456,8 +551,44 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _roc_pr(scores: np.ndarray, y_all: np.ndarray) -> tuple[np.ndarray, ...]:
+    order = np.argsort(-scores, kind="stable")
+    y = y_all[order].astype(np.float64)
+    tp, fp = np.cumsum(y), np.cumsum(1 - y)
+    pos, neg = max(tp[-1], 1.0), max(fp[-1], 1.0)
+    return np.r_[0, fp / neg], np.r_[0, tp / pos], tp / pos, tp / np.maximum(tp + fp, 1)
+
+
+def _comparison_table(metrics: dict[str, Any]) -> str:
+    ch = metrics["challenger"]
+    keys = [
+        "transactions",
+        "frauds",
+        "auc_roc",
+        "average_precision",
+        f"card_precision_at_{metrics['protocol']['k']}",
+        "review_threshold",
+        "recall_at_threshold",
+        "fpr_at_threshold",
+        "alert_volume",
+    ]
+    head = (
+        f"<tr><th></th><th>model {html.escape(str(metrics['model_version']))}</th>"
+        f"<th>challenger {html.escape(str(ch['version']))} ({html.escape(ch['scoring'])})</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{key}</td><td>{metrics.get(key)}</td><td>{ch.get(key)}</td></tr>" for key in keys
+    )
+    return (
+        "<h2>Model and challenger on the same transactions</h2>"
+        f"<p>challenger start: {html.escape(str(ch['start']))}</p>"
+        f"<table border='1' cellpadding='4'>{head}{body}</table>"
+    )
+
+
 def write_report(result: BacktestResult, out_dir: Path) -> None:
-    """``metrics.json`` and a self-contained ``report.html`` (PNG charts embedded)."""
+    """``metrics.json`` and a self-contained ``report.html`` (PNG charts embedded); with a
+    challenger, its curves are drawn beside the model's and a comparison table leads."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -465,31 +596,38 @@ def write_report(result: BacktestResult, out_dir: Path) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2, sort_keys=True))
-    order = np.argsort(-result.scores, kind="stable")
-    y = result.y[order].astype(np.float64)
-    tp, fp = np.cumsum(y), np.cumsum(1 - y)
-    pos, neg = max(tp[-1], 1.0), max(fp[-1], 1.0)
-    charts = []
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(np.r_[0, fp / neg], np.r_[0, tp / pos])
-    ax.plot([0, 1], [0, 1], "--", color="grey")
-    ax.set(title="ROC", xlabel="false-positive rate", ylabel="recall")
-    charts.append(_png(fig))
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot(tp / pos, tp / np.maximum(tp + fp, 1))
-    ax.set(title="Precision-recall", xlabel="recall", ylabel="precision")
-    charts.append(_png(fig))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(list(result.daily_cp), list(result.daily_cp.values()), marker="o")
-    ax.set(title="Daily card precision@k", ylabel="CP@k")
-    ax.tick_params(axis="x", rotation=60)
-    charts.append(_png(fig))
+    curves = [(f"model {result.metrics['model_version']}", result.scores, result.daily_cp)]
+    if result.challenger_scores is not None and result.challenger_daily_cp is not None:
+        name = f"challenger {result.metrics['challenger']['version']}"
+        curves.append((name, result.challenger_scores, result.challenger_daily_cp))
+    fig_roc, ax_roc = plt.subplots(figsize=(4.5, 4))
+    fig_pr, ax_pr = plt.subplots(figsize=(4.5, 4))
+    fig_cp, ax_cp = plt.subplots(figsize=(6, 4))
+    for label, scores, daily_cp in curves:
+        fpr, tpr, recall, precision = _roc_pr(scores, result.y)
+        ax_roc.plot(fpr, tpr, label=label)
+        ax_pr.plot(recall, precision, label=label)
+        ax_cp.plot(range(len(daily_cp)), list(daily_cp.values()), marker="o", label=label)
+    ax_roc.plot([0, 1], [0, 1], "--", color="grey")
+    ax_roc.set(title="ROC", xlabel="false-positive rate", ylabel="recall")
+    ax_pr.set(title="Precision-recall", xlabel="recall", ylabel="precision")
+    ax_cp.set(title="Daily card precision@k", ylabel="CP@k")
+    ax_cp.set_xticks(range(len(result.daily_cp)), list(result.daily_cp), rotation=60)
+    if len(curves) > 1:
+        for ax in (ax_roc, ax_pr, ax_cp):
+            ax.legend()
+    charts = [_png(fig) for fig in (fig_roc, fig_pr, fig_cp)]
     plt.close("all")
-    rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in sorted(result.metrics.items()))
-    images = "".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)
-    html = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>fraudstream backtest</title>"
-        "</head><body><h1>fraudstream backtest</h1>"
-        f"<table border='1' cellpadding='4'>{rows}</table>{images}</body></html>"
+    rows = "".join(
+        f"<tr><td>{k}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in sorted(result.metrics.items())
+        if k != "challenger"
     )
-    (out_dir / "report.html").write_text(html)
+    comparison = _comparison_table(result.metrics) if "challenger" in result.metrics else ""
+    images = "".join(f'<img alt="chart" src="data:image/png;base64,{c}">' for c in charts)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fraudstream backtest</title>"
+        f"</head><body><h1>fraudstream backtest</h1>{comparison}"
+        f"<h2>Model</h2><table border='1' cellpadding='4'>{rows}</table>{images}</body></html>"
+    )
+    (out_dir / "report.html").write_text(page)

@@ -19,7 +19,7 @@ from fraudstream.replay.backtest import (
     period_rows,
 )
 from fraudstream.replay.features import to_label, to_transaction
-from fraudstream.replay.training import train_from_streams
+from fraudstream.replay.training import train_challenger_from_streams, train_from_streams
 from fraudstream.simulate import SimConfig, generate, write_jsonl
 from fraudstream.state.features import handbook_feature_set
 
@@ -234,17 +234,20 @@ def test_handbook_training_window_from_the_model():
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """40 days of streams; a model trained on the first 20 (labels known a week later)."""
+    """40 days of streams; a model trained on the first 20 (labels known a week later), and a
+    challenger on the same 20 days."""
     out = tmp_path_factory.mktemp("recorded")
     cfg = SimConfig(seed=13, n_customers=300, n_terminals=600, days=40)
     sim = generate(cfg)
     train_end = cfg.start_ms + 20 * DAY
-    train_from_streams(
+    history = (
         [t for t in sim.transactions if t["event_time_ms"] < train_end],
         [lab for lab in sim.labels if lab["label_time_ms"] < train_end + 7 * DAY],
-        handbook_feature_set(),
-        out / "registry",
-        n_estimators=30,
+    )
+    train_from_streams(*history, handbook_feature_set(), out / "registry", n_estimators=30)
+    # v0002: the online challenger on the same days, learning the labels known by their end
+    train_challenger_from_streams(
+        *history, handbook_feature_set(), out / "registry", train_to_ms=train_end
     )
     write_jsonl(out / "tx.jsonl", sim.transactions)
     write_jsonl(out / "labels.jsonl", sim.labels)
@@ -349,3 +352,33 @@ def test_backtest_cli_refuses_inconsistent_flags(recorded, tmp_path, capsys, fla
     assert main([*argv, *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_backtest_cli_challenger_beside_the_model(recorded, tmp_path, capsys):
+    out, *_, argv = recorded
+    assert ModelRegistry(out / "registry").stages() == {"v0001": "production", "v0002": "shadow"}
+    argv = [*argv, "--challenger", "v2", "--k", "20"]
+    # handbook: the test period starts after the challenger's state: it continues from there
+    period = ["--from", "2026-01-28", "--to", "2026-02-03"]
+    assert main([*argv, *period, "--report", str(tmp_path / "handbook")]) == 0
+    metrics = json.loads((tmp_path / "handbook" / "metrics.json").read_text())
+    challenger = metrics["challenger"]
+    assert challenger["version"] == "v0002" and challenger["scoring"] == "prequential"
+    assert challenger["start"].startswith("registered state")
+    assert challenger["labels_learned"] > 0
+    assert challenger["transactions"] == metrics["transactions"]  # the same transactions
+    assert challenger["frauds"] == metrics["frauds"]
+    assert list(challenger["daily_card_precision"]) == list(metrics["daily"])
+    manifest = ModelRegistry(out / "registry").manifest("v0002")
+    assert challenger["review_threshold"] == manifest["thresholds"]["review"]  # its own
+    assert challenger["review_threshold"] != metrics["review_threshold"]
+    page = (tmp_path / "handbook" / "report.html").read_text()
+    assert "Model and challenger on the same transactions" in page
+    assert "challenger v0002 (prequential" in capsys.readouterr().out
+
+    # strict, over the days the challenger trained on: a fresh replay, never its learned state
+    period = ["--from", "2026-01-15", "--to", "2026-01-20"]
+    assert main([*argv, *period, "--protocol", "strict", "--report", str(tmp_path / "s")]) == 0
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert metrics["challenger"]["start"].startswith("fresh")
+    assert metrics["challenger"]["transactions"] == metrics["transactions"]
