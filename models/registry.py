@@ -488,6 +488,7 @@ class ModelRegistry:
             model = XGBChampion(result.booster, names)
             thresholds = result.thresholds if thresholds is None else thresholds
             metrics = result.metrics if metrics is None else metrics
+            reference = result.reference if reference is None else reference
         if not isinstance(model, Model):
             raise TypeError(f"expected a Model or a TrainResult, got {type(model).__name__}")
         if list(model.feature_names) != names:

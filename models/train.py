@@ -39,6 +39,8 @@ class TrainResult:
     thresholds: dict[str, float]
     metrics: dict[str, float]
     feature_names: tuple[str, ...] = ()
+    # what drift detection compares live traffic with (validation rows and their scores)
+    reference: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def train_champion(
@@ -98,7 +100,13 @@ def train_champion(
         "n_valid": int(n_valid),
         "positives": positives,
     }
+    from fraudstream.models.drift import reference_profile
+
+    reference = reference_profile(
+        X[n_train:], scores, names, thresholds={"review": review, "decline": decline}
+    )
     return TrainResult(
+        reference=reference,
         booster=booster,
         feature_names=names,
         thresholds={"review": review, "decline": decline},

@@ -150,6 +150,7 @@ class ChallengerFit:
     thresholds: dict[str, float]
     metrics: dict[str, Any]
     learned_until_ms: int | None
+    reference: dict[str, Any] | None = None
 
 
 def fit_challenger_prequential(
@@ -201,11 +202,15 @@ def fit_challenger_prequential(
         "labels_learned": len(run.learned),
         "validation": "prequential",
     }
+    from fraudstream.models.drift import reference_profile
+
+    thresholds = {"review": review, "decline": decline}
     return ChallengerFit(
         model=model,
-        thresholds={"review": review, "decline": decline},
+        thresholds=thresholds,
         metrics=metrics,
         learned_until_ms=run.learned_until_ms,
+        reference=reference_profile(X[valid], scores, feature_names, thresholds=thresholds),
     )
 
 
@@ -254,6 +259,7 @@ def train_challenger_from_streams(
         thresholds=fit.thresholds,
         metrics=fit.metrics,
         training_window=window,
+        reference=fit.reference,
         stage=stage,
         actor=actor or default_actor(),
         reason=reason or "trained (fraudstream train --challenger)",

@@ -146,7 +146,8 @@ class Ingest:
                 outcome, change = index.on_label(rec.tx_id, rec.label, rec.label_time_ms, m)
                 if outcome == "matched":
                     t, ents, delta = change
-                    ops += fraud_ops(ents, t, rec.label_time_ms, delta, m)
+                    if delta:
+                        ops += fraud_ops(ents, t, rec.label_time_ms, delta, m)
                     events.append((EV_LEARN, rec.tx_id, rec.label, rec.label_time_ms, m))
         meta: dict[bytes, bytes | None] = {}
         if clock.value is not None:

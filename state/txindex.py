@@ -7,9 +7,10 @@ One record per ``tx_id`` seen within the TTL::
 * ``digest`` is a hash of the validated transaction's content: a record arriving again with the
   same ``tx_id`` is an exact re-delivery (same digest: it must not touch state again, and gets its
   original decision re-emitted) or a conflict (another digest: it goes to the dead-letter topic).
-* ``label`` is the transaction's current fraud label (0 until one arrives); a label *change*
-  becomes fraud ops (+1/-1) for the transaction's delayed-window entities and one learning event
-  for online models. Repeated labels are no-ops.
+* ``label`` is the transaction's current label (-1 until one arrives); a label *change* is one
+  learning event for online models (the first label, 0 included: a review that confirms a
+  legitimate transaction teaches as much as a chargeback), and a change of fraud status (+1/-1)
+  becomes fraud ops for the transaction's delayed-window entities. Repeated labels are no-ops.
 * A label for a transaction not seen yet is held (``event_time_ms`` is ``None``; the latest label
   wins) for ``label_hold_ms`` of maintenance-clock time and applied once when the transaction
   arrives; a held label that expires unmatched is counted, never an error.
@@ -33,7 +34,8 @@ from fraudstream.state.features import DAY_MS
 
 __all__ = ["INDEX_FORMAT", "IndexStats", "TxIndex", "digest"]
 
-INDEX_FORMAT = b"txindex/json-2"
+INDEX_FORMAT = b"txindex/json-3"
+_NO_LABEL = -1
 INDEX_PREFIX = b"x\x00"
 QUEUE_PREFIX = b"q\x00"
 
@@ -135,13 +137,14 @@ class TxIndex:
         held = None
         if entry is not None:  # a label arrived first
             held = [entry[_LABEL], entry[_LABEL_MS]]
-        self._set(key, [tx.event_time_ms, 0, delayed, 0, d, day])
+        self._set(key, [tx.event_time_ms, _NO_LABEL, delayed, 0, d, day])
         self._enqueue(tx.tx_id, day)
         return "new", held if held is not None else []
 
     def on_label(self, tx_id: str, label: int, label_ms: int, clock_ms: int) -> tuple[str, Any]:
         """``("matched", (event_time_ms, entities, delta))`` for a change of a known
-        transaction's label, ``("noop", None)`` or ``("held", None)``."""
+        transaction's label (``delta`` 0: no change of fraud status, e.g. a first review),
+        ``("noop", None)`` or ``("held", None)``."""
         key, entry = self._entry(tx_id)
         if entry is None or entry[_T] is None:
             day = (clock_ms + self.label_hold_ms) // DAY_MS + 1
@@ -156,13 +159,15 @@ class TxIndex:
             self.stats.labels_noop += 1
             return "noop", None
         self.stats.labels_matched += 1
+        was_fraud = entry[_LABEL] == 1
         entry[_LABEL], entry[_LABEL_MS] = label, label_ms
         self._set(key, entry)
-        return "matched", (entry[_T], entry[_ENTS], 1 if label == 1 else -1)
+        delta = 1 if label == 1 else (-1 if was_fraud else 0)
+        return "matched", (entry[_T], entry[_ENTS], delta)
 
     def apply_held(self, tx_id: str, label: int, label_ms: int) -> tuple[int, list[Any], int]:
         """Apply a held label right after its transaction: ``(event_time_ms, entities, delta)``
-        (``delta`` 0 when the label is 0, the state a new transaction starts in)."""
+        (``delta`` 0 when the label is 0: no fraud op, only a learning event)."""
         key, entry = self._entry(tx_id)
         assert entry is not None and entry[_T] is not None
         self.stats.labels_matched += 1

@@ -89,7 +89,7 @@ def test_round_trip_of_each_kind_in_its_own_folder(registry, result, challenger,
     }
     assert m["thresholds"] == result.thresholds == champion.thresholds
     assert m["metrics"] == result.metrics and m["training_window"] == window
-    assert m["reference"] is None and "stage" not in m
+    assert m["reference"] == result.reference and m["reference"]["format"] and "stage" not in m
     assert m["created_at"] == "2026-03-01T00:00:01.000+00:00"
     assert (
         m["model"]["hyperparameters"]["max_depth"]

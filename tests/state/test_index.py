@@ -50,6 +50,14 @@ def test_repeated_and_reversed_labels_emit_only_changes():
     assert ing.stats.labels_matched == 2
 
 
+def test_a_first_review_is_learned_without_touching_fraud_counts():
+    ing = _ingest()
+    ing.process([_tx()])
+    out = ing.process([Label("t1", 0, 6 * DAY), Label("t1", 0, 7 * DAY), Label("t1", 1, 8 * DAY)])
+    assert [e[:3] for e in out.events] == [(EV_LEARN, "t1", 0), (EV_LEARN, "t1", 1)]
+    assert _fraud(out.ops) == [(OP_FRAUD, 2, "T1", 5 * DAY, 8 * DAY, 1)]
+
+
 def test_an_exact_redelivery_touches_no_state_and_a_conflict_is_refused():
     ing = _ingest()
     first = ing.process([_tx()])
