@@ -18,6 +18,7 @@ IMAGE=${IMAGE:-fraudstream:$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim-bookworm}
 OFFLINE=${OFFLINE:-}
 PYTHON=${PYTHON:-.venv/bin/python}
+[[ -x $PYTHON ]] || PYTHON=python3
 LOCAL_BASE=localhost/fraudstream-python:3.11-bookworm
 WHEELHOUSE=build/wheelhouse
 
