@@ -11,6 +11,10 @@
 #                                          platform: linux x86_64 or aarch64, glibc)
 #
 # BASE_IMAGE=local implies OFFLINE=1: the stand-in only trusts Debian's CA bundle.
+# Seen working with buildah 1.28 and podman 4.3 (Debian bookworm) as root, BASE_IMAGE=local. On a
+# host with hybrid cgroups v1/v2 crun refuses to start containers, so runc is used when present;
+# a host whose root may not raise resource limits needs lower default ulimits for `podman run`
+# (containers.conf: default_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +38,13 @@ if [[ $BUILDER != docker && -z ${BUILDAH_RUNTIME:-} && -d /sys/fs/cgroup/unified
     export BUILDAH_RUNTIME=runc
 fi
 
+build() {
+    case $BUILDER in
+        buildah) buildah build "$@" ;;
+        *) "$BUILDER" build "$@" ;;
+    esac
+}
+
 image_exists() {
     case $BUILDER in
         buildah) buildah inspect --type image "$1" >/dev/null 2>&1 ;;
@@ -46,16 +57,15 @@ if [[ $BASE_IMAGE == local ]]; then
     BASE_IMAGE=$LOCAL_BASE
     if ! image_exists "$BASE_IMAGE"; then
         command -v debootstrap >/dev/null || { echo "BASE_IMAGE=local needs debootstrap" >&2; exit 1; }
-        rootfs=$(mktemp -d)
-        trap 'rm -rf "$rootfs"' EXIT
+        work=$(mktemp -d)
+        trap 'rm -rf "$work"' EXIT
         # What python:3.11-slim-bookworm holds for us: the interpreter, venv, CA certificates.
         debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-            bookworm "$rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
-        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-        case $BUILDER in
-            docker) tar -C "$rootfs" -c . | docker import --change 'CMD ["python3"]' - "$BASE_IMAGE" ;;
-            *) tar -C "$rootfs" -c . | podman import --change 'CMD ["python3"]' - "$BASE_IMAGE" ;;
-        esac
+            bookworm "$work/rootfs" ${DEBIAN_MIRROR:+"$DEBIAN_MIRROR"}
+        rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/*
+        tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+        printf 'FROM scratch\nADD rootfs.tar /\nCMD ["python3"]\n' > "$work/Containerfile"
+        build -t "$BASE_IMAGE" -f "$work/Containerfile" "$work"
     fi
 fi
 
@@ -64,17 +74,15 @@ case $BUILDER in
     buildah | podman) args+=(--format docker) ;; # keeps HEALTHCHECK (OCI images have none)
 esac
 if [[ -n $OFFLINE ]]; then
-    rm -rf "$WHEELHOUSE" && mkdir -p "$WHEELHOUSE"
+    rm -rf "$WHEELHOUSE" && mkdir -p "$WHEELHOUSE"  # under build/, ignored by git
     # the runtime dependencies as pinned in pyproject.toml, and the build backend
+    "$PYTHON" -c 'import sys, tomllib; print(*tomllib.load(sys.stdin.buffer)["project"]
+        ["dependencies"], sep="\n")' < pyproject.toml > build/requirements.txt
     "$PYTHON" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" \
         'setuptools>=69' wheel
-    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" .
-    rm -f "$WHEELHOUSE"/fraudstream-*.whl
+    "$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" -r build/requirements.txt
     args+=(--network none --build-context "wheelhouse=$WHEELHOUSE" --build-arg PIP_NO_INDEX=1)
 fi
 
-case $BUILDER in
-    buildah) buildah build "${args[@]}" . ;;
-    *) "$BUILDER" build "${args[@]}" . ;;
-esac
+build "${args[@]}" .
 echo "built $IMAGE (base $BASE_IMAGE)"

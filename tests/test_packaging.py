@@ -6,9 +6,9 @@
 * The wheel built from this checkout, installed with its dependencies into a fresh venv, runs
   the sidecar configured by environment variables alone (no flags, no file) against the test
   broker: ready, every transaction decided, and a SIGTERM ends it with exit status 0.
-
-The container image itself is built and run by ``make image`` (deploy/build-image.sh), outside
-this suite: it needs an image builder and a base image that CI does not have.
+* ``FRAUDSTREAM_TEST_IMAGE=TAG`` (an image from ``make image``) runs that image the same way with
+  podman or docker (``FRAUDSTREAM_TEST_ENGINE``), read-only and on host networking; without it
+  the test is skipped: CI has no image builder nor base image.
 """
 
 from __future__ import annotations
@@ -219,13 +219,9 @@ def _decisions(metrics: str) -> float:
     )
 
 
-def test_sidecar_from_the_wheel_runs_on_environment_alone(
-    installed,
-    kafka_settings,
-    registry,
-    unique_topic,
-    tmp_path,
-):
+def _sidecar_input(kafka_settings, unique_topic) -> tuple[dict[str, str], int]:
+    """Fresh topics holding a short recent stream: the ``run`` settings naming them, and how
+    many transactions they hold."""
     base = unique_topic("pkg")
     tx, labels, decisions = f"{base}.tx", f"{base}.labels", f"{base}.decisions"
     create_topics(
@@ -234,33 +230,26 @@ def test_sidecar_from_the_wheel_runs_on_environment_alone(
     )
     sim = recent_stream(seed=11, customers=80, days=2, days_ago=3)
     n, _ = produce_streams(kafka_settings, tx, labels, sim.transactions, sim.labels, stamp="event")
-
-    port = _free_port()
-    env = _clean_env(installed)
-    for key in _DEFAULTS:  # the test cluster's own security settings, if any
-        value = getattr(kafka_settings, key)
-        if value is not None:
-            env[f"FRAUDSTREAM_KAFKA_{key.upper()}"] = str(value)
-    env.update(
-        FRAUDSTREAM_REGISTRY=str(registry),
-        FRAUDSTREAM_STATE_DIR=str(tmp_path / "data" / "state"),
-        FRAUDSTREAM_RECOVERY_DIR=str(tmp_path / "data" / "recovery"),
+    settings = {
+        f"FRAUDSTREAM_KAFKA_{key.upper()}": str(getattr(kafka_settings, key))
+        for key in _DEFAULTS  # the test cluster's own security settings, if any
+        if getattr(kafka_settings, key) is not None
+    }
+    settings.update(
         FRAUDSTREAM_TRANSACTIONS_TOPIC=tx,
         FRAUDSTREAM_LABELS_TOPIC=labels,
         FRAUDSTREAM_DECISIONS_TOPIC=decisions,
         FRAUDSTREAM_PARTITIONS="4",
-        FRAUDSTREAM_METRICS_PORT=str(port),
     )
-    log = tmp_path / "sidecar.log"
+    return settings, n
+
+
+def _serve_decide_and_stop(cmd: list[str], env: dict[str, str], port: int, n: int, log: Path):
+    """Start ``cmd``; wait until /readyz and /healthz answer 200 and ``n`` decisions are
+    counted, then SIGTERM it and expect exit status 0 (the graceful stop)."""
     base_url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(installed / "bin" / "fraudstream"), "run"],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(cmd, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT)
     try:
         ready, decided, health = 0, 0.0, 0
         deadline = time.monotonic() + 90
@@ -284,7 +273,59 @@ def test_sidecar_from_the_wheel_runs_on_environment_alone(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sidecar_from_the_wheel_runs_on_environment_alone(
+    installed, kafka_settings, registry, unique_topic, tmp_path
+):
+    settings, n = _sidecar_input(kafka_settings, unique_topic)
+    port = _free_port()
+    env = _clean_env(installed) | settings
+    env.update(
+        FRAUDSTREAM_REGISTRY=str(registry),
+        FRAUDSTREAM_STATE_DIR=str(tmp_path / "data" / "state"),
+        FRAUDSTREAM_RECOVERY_DIR=str(tmp_path / "data" / "recovery"),
+        FRAUDSTREAM_METRICS_PORT=str(port),
+    )
+    cmd = [str(installed / "bin" / "fraudstream"), "run"]
+    _serve_decide_and_stop(cmd, env, port, n, tmp_path / "sidecar.log")
     # the directories came from the environment, not the defaults under the working directory
     assert (tmp_path / "data" / "state" / "LOCK").exists()
     assert any((tmp_path / "data" / "recovery").glob("part-*.sqlite3"))
     assert not (tmp_path / "var").exists()
+
+
+IMAGE = os.environ.get("FRAUDSTREAM_TEST_IMAGE")
+ENGINE = (
+    os.environ.get("FRAUDSTREAM_TEST_ENGINE") or shutil.which("podman") or shutil.which("docker")
+)
+
+
+@pytest.mark.skipif(not (IMAGE and ENGINE), reason="FRAUDSTREAM_TEST_IMAGE: an image (make image)")
+def test_image_runs_read_only_on_environment_alone(
+    kafka_settings, registry, unique_topic, tmp_path
+):
+    """The built image, as the manifests run it: read-only root, its own user, the data volumes
+    mounted, settings passed as environment variables; host networking reaches the test broker."""
+    assert IMAGE and ENGINE
+    settings, n = _sidecar_input(kafka_settings, unique_topic)
+    port = _free_port()
+    data = tmp_path / "data"
+    shutil.copytree(registry, data / "registry")
+    for d in ("state", "recovery"):
+        (data / d).mkdir()
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o644)  # the image's user is not this one
+    settings["FRAUDSTREAM_METRICS_PORT"] = str(port)
+    name = f"fraudstream-test-{port}"
+    cmd = [ENGINE, "run", "--rm", "--name", name, "--network", "host", "--read-only"]
+    cmd += [f"--volume={data / d}:/var/lib/fraudstream/{d}" for d in ("state", "recovery")]
+    cmd += [f"--volume={data / 'registry'}:/var/lib/fraudstream/registry:ro"]
+    cmd += [arg for key in settings for arg in ("--env", key)]  # values from the environment
+    cmd += [IMAGE]
+    try:
+        _serve_decide_and_stop(cmd, {**os.environ, **settings}, port, n, tmp_path / "image.log")
+    finally:
+        subprocess.run([ENGINE, "rm", "--force", name], capture_output=True)
+    assert (data / "state" / "LOCK").exists()
+    assert any((data / "recovery").glob("part-*.sqlite3"))
