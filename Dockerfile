@@ -1,7 +1,7 @@
 # fraudstream sidecar: CPU-only XGBoost, RocksDB state, no broker inside.
 #
 # Build:   docker build -t fraudstream .            (or: buildah build -t fraudstream .)
-#          make image                                (buildah or docker; see deploy/build-image.sh)
+#          make image                                (buildah, podman or docker: deploy/build-image.sh)
 # Run:     configuration by environment only (FRAUDSTREAM_<FLAG>, FRAUDSTREAM_KAFKA_*), e.g.
 #          docker run -e FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 \
 #            -v fs-state:/var/lib/fraudstream/state -v fs-recovery:/var/lib/fraudstream/recovery \
