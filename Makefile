@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test soak lint format typecheck bench clean
+.PHONY: help install demo test soak lint format typecheck bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ soak: $(STAMP) ## long fault campaign: ~100k events, 16 faults, <= 30 min; repor
 
 bench: $(STAMP) ## benchmarks (outside the tests), results in benchmarks/results/latest.jsonl
 	$(BIN)/python -m benchmarks.run
+
+image: ## container image with buildah, podman or docker (options: deploy/build-image.sh)
+	deploy/build-image.sh
 
 clean: ## remove the venv and local run data
 	rm -rf $(VENV) var demo-data .pytest_cache .mypy_cache .ruff_cache
