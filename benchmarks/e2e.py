@@ -32,7 +32,14 @@ from fraudstream.simulate import SimConfig, Simulation, generate
 
 Emit = Callable[..., None]
 
-TOPICS = {"transactions": 4, "labels": 1, "decisions": 4, "transactions.dlq": 1, "labels.dlq": 1}
+TOPICS = {
+    "transactions": 4,
+    "labels": 1,
+    "decisions": 4,
+    "transactions.dlq": 1,
+    "labels.dlq": 1,
+    "alerts": 1,
+}
 
 
 def _key(record: dict) -> str:

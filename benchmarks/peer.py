@@ -170,7 +170,7 @@ def bench_flow(
     work.mkdir(parents=True)
     registry = work / "registry"
     train_from_streams(sim.transactions, sim.labels, one_window_feature_set(), registry)
-    topics = {"labels": 1, "decisions": 4, "transactions.dlq": 1, "labels.dlq": 1}
+    topics = {"labels": 1, "decisions": 4, "transactions.dlq": 1, "labels.dlq": 1, "alerts": 1}
     create_topics(settings, topics)
     spec = {
         "bootstrap": settings.bootstrap_servers,

@@ -40,16 +40,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from fraudstream.errors import ConfigError
 from fraudstream.flows.sink import KafkaOut, OutMessage, dead_letter
 from fraudstream.flows.source import OrderedSource
 from fraudstream.health import HEALTH
 from fraudstream.kafka import KafkaSettings
 from fraudstream.metrics import (
+    ALERTS,
     DECISIONS,
+    DRIFT,
     EVENTS,
     LABELS,
     LAST_BATCH,
@@ -60,13 +64,14 @@ from fraudstream.metrics import (
     STATE,
     STEP_ERRORS,
 )
-from fraudstream.models.decide import Decider, Scorer
-from fraudstream.models.registry import ModelRegistry
+from fraudstream.models.drift import DriftConfig
+from fraudstream.models.serving import CanaryPolicy
+from fraudstream.models.step import DecisionStep, StepConfig
 from fraudstream.reader import K_DLQ, K_TX, OffsetPolicy, ReaderConfig, Received
 from fraudstream.schema import Limits, Rejected
 from fraudstream.state.base import EpochStore
 from fraudstream.state.clock import DEFAULT_STEP_MS
-from fraudstream.state.decisions import DECISIONS_FORMAT, DecisionStore
+from fraudstream.state.decisions import DECISIONS_FORMAT
 from fraudstream.state.entities import ENTITY_FORMAT, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
 from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_LEARN, EV_TX, Ingest
@@ -86,6 +91,7 @@ class Topics:
     decisions: str = "decisions"
     transactions_dlq: str = "transactions.dlq"
     labels_dlq: str = "labels.dlq"
+    alerts: str = "alerts"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +120,13 @@ class FlowConfig:
     # maintenance-clock time; a sweep never changes a feature value.
     sweep_every_ms: int = 7 * DAY_MS
     label_hold_ms: int = 7 * DAY_MS
+    # Labels count for online learning and monitoring up to this long after their transaction:
+    # de-duplication, label matching and decision-time features are kept as long.
+    label_maturity_ms: int = 60 * DAY_MS
+    canary_share: float = 0.05
+    model_poll_s: float = 1.0
+    drift: DriftConfig | None = field(default_factory=DriftConfig)
+    canary_policy: CanaryPolicy = field(default_factory=CanaryPolicy)
     clock_step_ms: int = DEFAULT_STEP_MS
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
 
@@ -122,6 +135,21 @@ class FlowConfig:
             raise ValueError("partitions and batch_size must be >= 1")
         if self.max_dead_letter_bytes < 1024:
             raise ValueError("max_dead_letter_bytes must be >= 1024")
+
+    def retention_ms(self) -> int:
+        """How long transactions are remembered (index, decisions): the horizon or maturity."""
+        return max(self.feature_set.horizon_ms(), self.label_maturity_ms)
+
+    def step_config(self) -> StepConfig:
+        return StepConfig(
+            registry=self.model_registry,
+            pinned_version=self.model_version,
+            canary_share=self.canary_share,
+            poll_s=self.model_poll_s,
+            decisions_ttl_ms=self.retention_ms(),
+            drift=self.drift,
+            canary=self.canary_policy,
+        )
 
     def reader_config(self) -> ReaderConfig:
         return ReaderConfig(
@@ -209,6 +237,7 @@ class _IngestLogic(StatefulBatchLogic):
         self.ingest = Ingest(
             cfg.feature_set,
             self.store,
+            ttl_ms=cfg.retention_ms(),
             label_hold_ms=cfg.label_hold_ms,
             clock_step_ms=cfg.clock_step_ms,
         )
@@ -346,77 +375,73 @@ class _EntityLogic(StatefulBatchLogic):
 
 
 class _DecideLogic(StatefulBatchLogic):
-    """Single key: joins, scores and emits in input order (see fraudstream.models.decide)."""
+    """Single key: the decision step (fraudstream.models.step) between items and messages."""
 
-    def __init__(self, cfg: FlowConfig, model: Any, resume: dict[str, Any] | None) -> None:
+    def __init__(self, cfg: FlowConfig, resume: dict[str, Any] | None) -> None:
         self.cfg = cfg
         resume = resume or {}
         self.store = _open_store(cfg, "decisions", resume.get("epoch"), DECISIONS_FORMAT)
-        production = Scorer(
-            version=model.version,
-            kind="xgboost",
-            stage="production",
-            model=model.champion,
-            thresholds=dict(model.manifest["thresholds"]),
-        )
-        self.decider = Decider(
+        self.step = DecisionStep(
             cfg.feature_set,
-            production=production,
-            decisions=DecisionStore(self.store, ttl_ms=cfg.feature_set.horizon_ms()),
+            self.store,
+            cfg.step_config(),
             clock_ms=cfg.clock_ms,
+            queue=resume.get("queue", ()),
         )
-        self.decider.push(resume.get("queue", ()))
-        self._failures_seen = 0
         self._models: set[tuple[str, str, str]] = set()
 
     def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
-        decider = self.decider
-        for value in values:
-            if value[0] == "items":
-                decider.push(value[1])
-            else:
-                decider.push([value])
-        outs = decider.drain()
-        HEALTH.progress("decide", pending=decider.pending(), advanced=bool(outs))
-        self._report(decider)
         cfg = self.cfg
+        out = self.step.on_items(values)
+        decider = self.step.decider
+        HEALTH.progress("decide", pending=decider.pending(), advanced=bool(out.decisions))
         topic = cfg.topics.decisions
         msgs: list[Any] = []
         actions: dict[tuple[str, str], int] = defaultdict(int)
         latencies = []
         now = cfg.clock_ms()
-        for out in outs:
-            if out[0] == "decision":
-                _, tx_id, record, action, ingest_ms, stage = out
-                msgs.append(
-                    OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq)
+        for _, tx_id, record, action, ingest_ms, stage in out.decisions:
+            msgs.append(OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq))
+            if action is not None:
+                actions[(action, stage)] += 1
+                if ingest_ms > 0:
+                    latencies.append(now - ingest_ms)
+        for _, meta, reason, detail in out.dead:
+            STEP_ERRORS.labels("decide" if "decide" in reason else "entities").inc()
+            src = meta["source"]
+            msgs.append(
+                dead_letter(
+                    cfg.topics.transactions_dlq,
+                    key=meta.get("key"),
+                    value=meta.get("raw"),
+                    reason=reason,
+                    detail=detail,
+                    source=(src["topic"], src["partition"], src["offset"]),
+                    max_bytes=cfg.max_dead_letter_bytes,
                 )
-                if action is not None:
-                    actions[(action, stage)] += 1
-                    if ingest_ms > 0:
-                        latencies.append(now - ingest_ms)
+            )
+        for alert in out.alerts:
+            msgs.append(OutMessage(cfg.topics.alerts, alert["id"].encode(), orjson.dumps(alert)))
+            ALERTS.labels(alert["kind"], alert["severity"], alert["state"]).inc()
+            level = logging.WARNING if alert["state"] == "firing" else logging.INFO
+            log.log(level, "alert %s %s: %s", alert["state"], alert["id"], alert.get("detail", ""))
+        for change in out.changes:
+            if change.kind == "failed":
+                MODELS.failures.labels(change.version, change.stage).inc()
+                log.error(
+                    "model %s (%s) out of service: %s", change.version, change.stage, change.detail
+                )
             else:
-                _, meta, reason, detail = out
-                STEP_ERRORS.labels("decide" if "decide" in reason else "entities").inc()
-                src = meta["source"]
-                msgs.append(
-                    dead_letter(
-                        cfg.topics.transactions_dlq,
-                        key=meta.get("key"),
-                        value=meta.get("raw"),
-                        reason=reason,
-                        detail=detail,
-                        source=(src["topic"], src["partition"], src["offset"]),
-                        max_bytes=cfg.max_dead_letter_bytes,
-                    )
-                )
+                log.info("models in service: %s", change.detail)
         for (action, stage), count in actions.items():
             DECISIONS.labels(action, stage).inc(count)
         if latencies:
             LATENCY.observe_many(np.maximum(0.0, np.asarray(latencies, dtype=np.float64) / 1000.0))
+        self._report()
         return msgs, self.RETAIN
 
-    def _report(self, decider: Decider) -> None:
+    def _report(self) -> None:
+        decider = self.step.decider
         stats = decider.stats
         for rows in stats.batch_rows:
             SCORE_BATCH.observe(rows)
@@ -424,49 +449,58 @@ class _DecideLogic(StatefulBatchLogic):
             scores = stats.scores.get(scorer.version)
             if scores is None or not len(scores):
                 continue
-            role = (
-                "challenger"
-                if scorer.online
-                else "champion"
-                if scorer is decider.production
-                else None
-            )
-            if role is not None:
-                SCORES[role].observe_many(scores)
+            if scorer.online:
+                SCORES["challenger"].observe_many(scores)
+            elif scorer is decider.production:
+                SCORES["champion"].observe_many(scores)
         for version, seconds in stats.seconds.items():
             MODELS.score_seconds.labels(version, stats.stages[version]).observe(seconds)
         if stats.learned:
             MODELS.learned.inc(stats.learned)
         if stats.learn_missing:
             MODELS.learn_missing.inc(stats.learn_missing)
-        for failure in decider.failures[self._failures_seen :]:
-            MODELS.failures.labels(failure.version, failure.stage).inc()
-            log.error(
-                "model %s (%s) failed and left the decision step: %s",
-                failure.version,
-                failure.stage,
-                failure.error,
-            )
-        self._failures_seen = len(decider.failures)
         models = {(s.version, s.kind, s.stage) for s in decider.scorers}
         for gone in self._models - models:
             MODELS.info.labels(*gone).set(0)
         for now in models:
             MODELS.info.labels(*now).set(1)
         self._models = models
+        monitor = self.step.monitor
+        if monitor is not None:
+            for name, value in monitor.statistics().items():
+                DRIFT.labels(name).set(value)
 
     def snapshot(self) -> dict[str, Any]:
-        # Every part of a transaction is produced in the epoch of its input record, so the queue
-        # is empty at epoch boundaries; it is kept for exactness anyway.
         started = time.perf_counter()
+        self.step.save()
         epoch = self.store.commit_epoch()
         STATE.snapshot_seconds.labels("decide").observe(time.perf_counter() - started)
-        return {"epoch": epoch, "queue": self.decider.queue_items()}
+        return {"epoch": epoch, "queue": self.step.decider.queue_items()}
+
+
+def check_output_topics(cfg: FlowConfig, timeout_s: float = 10.0) -> None:
+    """Refuse to start when an output topic is missing: records for it would be retried
+    forever and stall the flow. The sidecar never creates topics (their partitioning and
+    retention are the platform's choice)."""
+    from confluent_kafka.admin import AdminClient
+
+    t = cfg.topics
+    wanted = [t.decisions, t.transactions_dlq, t.labels_dlq, t.alerts]
+    conf: dict[str, Any] = {**cfg.kafka.confluent_config()}
+    conf["logger"] = logging.getLogger("fraudstream.kafka.admin")
+    admin = AdminClient(conf)
+    try:
+        meta = admin.list_topics(timeout=timeout_s)
+    except Exception as exc:
+        raise ConfigError(f"cannot list the broker's topics: {exc}") from exc
+    missing = [name for name in wanted if name not in meta.topics or meta.topics[name].error]
+    if missing:
+        raise ConfigError(f"output topics missing on the broker: {missing}; create them first")
 
 
 def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -> Dataflow:
     """Build the dataflow. ``probe`` (tests only) sees every input batch before ingest."""
-    loaded = ModelRegistry(cfg.model_registry).load(cfg.model_version, feature_set=cfg.feature_set)
+    check_output_topics(cfg)
     flow = Dataflow("fraudstream")
     batches = op.input("input", flow, OrderedSource(cfg.reader_config()))
     keyed = op.map("to_ingest", batches, lambda batch: ("ingest", batch))
@@ -484,7 +518,7 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
         op.map("to_decide", is_decide.trues, lambda v: v[1]),
         op.map("parts_to_decide", parts, lambda kv: ("decide", kv[1])),
     )
-    decided = op.stateful_batch("decide", decide_in, lambda s: _DecideLogic(cfg, loaded, s))
+    decided = op.stateful_batch("decide", decide_in, lambda s: _DecideLogic(cfg, s))
     out = op.merge(
         "out",
         op.map("decisions", decided, lambda kv: ("out", kv[1])),

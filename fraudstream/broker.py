@@ -187,8 +187,8 @@ def probe_api_versions(host: str, port: int, *, timeout_s: float = 1.0) -> bool:
     return got_correlation_id == correlation_id and error_code == 0 and api_count > 0
 
 
-def _death_signal_preexec() -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` making the child get SIGTERM when this process dies (Linux)."""
+def _death_signal_preexec(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """Return a ``preexec_fn`` making the child get ``sig`` when this process dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -199,7 +199,7 @@ def _death_signal_preexec() -> Callable[[], None] | None:
 
     def preexec() -> None:
         # PR_SET_DEATHSIG follows the *thread* that forked: see _SPAWNER. Best effort.
-        prctl(_PR_SET_DEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl(_PR_SET_DEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent_pid:  # parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGKILL)
 

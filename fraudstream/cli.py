@@ -594,6 +594,7 @@ def _flow_config(args: argparse.Namespace) -> Any:
         decisions=args.decisions_topic,
         transactions_dlq=f"{args.transactions_topic}.dlq",
         labels_dlq=f"{args.labels_topic}.dlq",
+        alerts=args.alerts_topic,
     )
     return FlowConfig(
         kafka=_settings(args),
@@ -616,10 +617,13 @@ def _run_local_cluster(args: argparse.Namespace) -> int:
     """``--processes N``: N processes of one Bytewax cluster on loopback ports.
 
     The parent holds the directory locks for the whole cluster (its children inherit them),
-    forwards SIGTERM and SIGINT to its children, and stops the others when one fails; each child
-    is killed by the kernel if the parent dies (no orphans).
+    forwards SIGTERM and SIGINT to its children, stops the others when one fails, and kills
+    children still running ``--shutdown-timeout-s`` after a stop was asked (a child still
+    connecting to the cluster cannot stop gracefully); each child is killed by the kernel if the
+    parent dies (no orphans).
     """
     import signal
+    import time
 
     from fraudstream.broker import _death_signal_preexec, _free_port
     from fraudstream.flows.run import LOCKS_HELD_ENV, dir_locks, ensure_recovery_dir
@@ -646,29 +650,53 @@ def _run_local_cluster(args: argparse.Namespace) -> int:
                 ],
                 env=env,
                 pass_fds=fds,
-                preexec_fn=_death_signal_preexec(),
+                preexec_fn=_death_signal_preexec(signal.SIGKILL),
             )
             for i in range(args.processes)
         ]
 
+        deadline: list[float] = []
+
         def forward(signum: int, _frame: Any) -> None:
+            if not deadline:
+                deadline.append(time.monotonic() + args.shutdown_timeout_s)
             for child in children:
-                if child.poll() is None:
+                if child.returncode is None:
                     child.send_signal(signum)
+
+        def on_alarm(_signum: int, _frame: Any) -> None:
+            if deadline and time.monotonic() >= deadline[0]:
+                for child in children:
+                    if child.returncode is None:
+                        child.kill()
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
         codes: list[int] = []
-        while len(codes) < len(children):
+        try:
+            _wait_children(children, codes, forward)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # a late alarm must not kill the exiting parent
+        return max(abs(c) for c in codes) if codes else 1
+
+
+def _wait_children(children: list[Any], codes: list[int], forward: Any) -> None:
+    import signal
+
+    while len(codes) < len(children):
+        try:
             pid, status = os.wait()
-            code = os.waitstatus_to_exitcode(status)
-            for child in children:
-                if child.pid == pid:
-                    child.returncode = code
-                    codes.append(code)
-            if code != 0:
-                forward(signal.SIGTERM, None)
-        return max(abs(c) for c in codes)
+        except ChildProcessError:
+            break
+        code = os.waitstatus_to_exitcode(status)
+        for child in children:
+            if child.pid == pid:
+                child.returncode = code
+                codes.append(code)
+        if code != 0:
+            forward(signal.SIGTERM, None)
 
 
 def _stop_on_signals() -> None:
@@ -1082,6 +1110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transactions-topic", default="transactions", help="input (DLQ: <topic>.dlq)")
     p.add_argument("--labels-topic", default="labels", help="late labels (DLQ: <topic>.dlq)")
     p.add_argument("--decisions-topic", default="decisions", help="the decision log")
+    p.add_argument("--alerts-topic", default="alerts", help="drift and model alerts")
     p.add_argument(
         "--batch-size", type=int, default=1000, help="records read per poll of the consumer"
     )
@@ -1121,6 +1150,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-addr",
         default="127.0.0.1",
         help="address of /metrics, /healthz, /readyz (loopback unless you mean otherwise)",
+    )
+    p.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=30.0,
+        help="with --processes: children still running this long after SIGTERM are killed",
     )
     p.add_argument(
         "--stall-timeout-s",

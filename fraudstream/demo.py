@@ -158,6 +158,7 @@ def run_demo(
                 "decisions": 4,
                 "transactions.dlq": 1,
                 "labels.dlq": 1,
+                "alerts": 1,
             },
         )
         print(f"[3/5] starting the sidecar on {broker.bootstrap_servers} (Bytewax + RocksDB)")

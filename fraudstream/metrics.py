@@ -13,8 +13,10 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import HistogramMetricFamily
 
 __all__ = [
+    "ALERTS",
     "DECISIONS",
     "DLQ",
+    "DRIFT",
     "EVENTS",
     "INPUT",
     "LABELS",
@@ -224,6 +226,16 @@ class _StateMetrics:
 
 
 STATE = _StateMetrics()
+ALERTS = Counter(
+    "fraudstream_alerts_total",
+    "Alert records published (topic alerts), by kind, severity and state",
+    ["kind", "severity", "state"],
+)
+DRIFT = Gauge(
+    "fraudstream_drift_statistic",
+    "The drift monitor's current statistics (PSI, rolling recall/FPR/AUC, ...), by name",
+    ["name"],
+)
 
 
 class _Quiet(WSGIRequestHandler):

@@ -134,9 +134,11 @@ class DrainStats:
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # by version
     rows: np.ndarray | None = None
     event_times: np.ndarray | None = None
-    labels: list[tuple[int, int, dict[str, float]]] = field(default_factory=list)
+    # (event_time_ms, label_time_ms, label, {version: score}) per label change, in input order
+    labels: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
     actions: dict[str, list[str]] = field(default_factory=dict)  # by version
     seconds: dict[str, float] = field(default_factory=dict)  # scoring time, by version
+    by_canary: np.ndarray | None = None  # per row: decided by the canary
     stages: dict[str, str] = field(default_factory=dict)  # by version
 
 
@@ -285,13 +287,82 @@ class Decider:
                 scores[scorer.version] = self._checked(scorer, X) if txs else np.empty(0)
             except Exception as exc:  # a non-deciding model that fails leaves the step
                 self._drop(scorer, exc)
-        for scorer in [s for s in self.scorers if s.online]:
-            try:
-                scores[scorer.version] = self._online(scorer, head, txs, X, fresh_rows)
-            except Exception as exc:
-                self._drop(scorer, exc)
+        self._walk(head, txs, X, fresh_rows, scores)
+        serving = {s.version for s in self.scorers}
+        for version in [v for v in scores if v not in serving]:
+            del scores[version]  # a model that failed part-way does not appear in any record
         self.stats.scores = scores
         return scores, dead
+
+    def _walk(
+        self,
+        head: list[Any],
+        txs: list[_Tx],
+        X: np.ndarray,
+        fresh_rows: dict[str, list[float]],
+        scores: dict[str, np.ndarray],
+    ) -> None:
+        """In input order: online models score each run of transactions between two label
+        changes, then every label change is recorded (with every model's score of its
+        transaction's decision-time row, the online ones before they learn it) and learned."""
+        online = [s for s in self.scorers if s.online]
+        for scorer in online:
+            scores[scorer.version] = np.empty(len(txs))
+        learns = [e for e in head if not isinstance(e, _Tx) and e[0] == "learn"]
+        if not learns:
+            self._score_online(online, X, 0, len(txs), scores)
+            return
+        missing = [e[1] for e in learns if e[1] not in fresh_rows]
+        stored = (
+            dict(zip(missing, self.decisions.get_many(missing), strict=True))
+            if missing and self.decisions is not None
+            else {}
+        )
+        event_times = {e.tx_id: e.meta["event_time_ms"] for e in txs}
+        i = start = 0
+        for e in head:
+            if isinstance(e, _Tx):
+                if e.failed is None:
+                    i += 1
+                continue
+            if e[0] != "learn":
+                continue
+            online = self._score_online(online, X, start, i, scores)
+            start = i
+            _, tx_id, label, label_ms, _clock = e
+            row = fresh_rows.get(tx_id)
+            event_ms = event_times.get(tx_id)
+            if row is None:
+                raw = stored.get(tx_id)
+                if raw is not None:
+                    record = orjson.loads(raw)
+                    row, event_ms = record["features"], record["event_time_ms"]
+            if row is None or event_ms is None:
+                self.stats.learn_missing += 1
+                continue
+            self.stats.labels.append((event_ms, label_ms, label, self._label_scores(row)))
+            R = np.asarray([row], dtype=np.float64)
+            for scorer in online:
+                try:
+                    scorer.model.learn_many(R, np.asarray([label]))
+                except Exception as exc:
+                    self._drop(scorer, exc)
+            online = [s for s in online if s in self.scorers]
+            self.stats.learned += 1
+        self._score_online(online, X, start, i, scores)
+
+    def _score_online(
+        self, online: list[Scorer], X: np.ndarray, lo: int, hi: int, scores: dict[str, np.ndarray]
+    ) -> list[Scorer]:
+        """Score rows ``[lo, hi)`` with each online model; returns the ones still serving."""
+        if hi > lo:
+            for scorer in online:
+                try:
+                    scores[scorer.version][lo:hi] = self._checked(scorer, X[lo:hi])
+                except Exception as exc:
+                    self._drop(scorer, exc)
+                    scores.pop(scorer.version, None)
+        return [s for s in online if s in self.scorers]
 
     def _checked(self, scorer: Scorer, X: np.ndarray) -> np.ndarray:
         started = time.perf_counter()
@@ -322,51 +393,7 @@ class Decider:
         else:
             self.shadows = [s for s in self.shadows if s is not scorer]
 
-    def _online(
-        self,
-        scorer: Scorer,
-        head: list[Any],
-        txs: list[_Tx],
-        X: np.ndarray,
-        fresh_rows: dict[str, list[float]],
-    ) -> np.ndarray:
-        """Score runs of transactions between label changes; learn each change in order."""
-        out = np.empty(len(txs))
-        i = start = 0
-        lookups = [e[1] for e in head if not isinstance(e, _Tx) and e[0] == "learn"]
-        missing = [t for t in lookups if t not in fresh_rows]
-        stored = (
-            dict(zip(missing, self.decisions.get_many(missing), strict=True))
-            if missing and self.decisions is not None
-            else {}
-        )
-        for e in head:
-            if isinstance(e, _Tx):
-                if e.failed is None:
-                    i += 1
-                continue
-            if e[0] != "learn":
-                continue
-            if i > start:
-                out[start:i] = self._checked(scorer, X[start:i])
-                start = i
-            _, tx_id, label, label_ms, _clock = e
-            row = fresh_rows.get(tx_id)
-            if row is None:
-                raw = stored.get(tx_id)
-                row = orjson.loads(raw)["features"] if raw is not None else None
-            if row is None:
-                self.stats.learn_missing += 1
-                continue
-            # every model's prequential score of the labelled row, before the online one learns
-            self.stats.labels.append((label_ms, label, self._label_scores(tx_id, row)))
-            scorer.model.learn_many(np.asarray([row], dtype=np.float64), np.asarray([label]))
-            self.stats.learned += 1
-        if i > start:
-            out[start:i] = self._checked(scorer, X[start:i])
-        return out
-
-    def _label_scores(self, tx_id: str, row: list[float]) -> dict[str, float]:
+    def _label_scores(self, row: list[float]) -> dict[str, float]:
         """Every model's score of a labelled transaction's decision-time row (for monitoring)."""
         X = np.asarray([row], dtype=np.float64)
         out = {}
@@ -395,16 +422,17 @@ class Decider:
         prod, canary = self.production, self.canary
         out = {}
         models = [s for s in self.scorers if s.version in scores]
+        canary_on = canary is not None and canary.version in scores
+        by_canary = np.zeros(len(txs), dtype=bool)
+        self.stats.by_canary = by_canary
         for i, (e, row) in enumerate(zip(txs, rows, strict=True)):
             if e.tx_id in dead:
                 continue
-            decider = (
-                canary
-                if canary is not None
-                and canary.version in scores
-                and in_canary(e.tx_id, self.canary_share)
-                else prod
-            )
+            decider = prod
+            if canary_on and in_canary(e.tx_id, self.canary_share):
+                assert canary is not None
+                decider = canary
+                by_canary[i] = True
             action = acts[decider.version][i]
             meta = e.meta
             record = {

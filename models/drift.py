@@ -274,8 +274,9 @@ def _check_reference(reference: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError("reference: feature_names must be a non-empty list of strings")
     features = reference.get("features")
-    if not isinstance(features, Mapping) or list(features) != names:
-        raise ValueError("reference: features must hold every feature name, in order")
+    # a manifest written with sorted keys loses the order: ``feature_names`` keeps it
+    if not isinstance(features, Mapping) or sorted(features) != sorted(names):
+        raise ValueError("reference: features must hold every feature name")
     for name, col in [("score", reference.get("score")), *features.items()]:
         if not isinstance(col, Mapping):
             raise ValueError(f"reference: column {name!r} is not a mapping")

@@ -226,7 +226,7 @@ def _sidecar_input(kafka_settings, unique_topic) -> tuple[dict[str, str], int]:
     tx, labels, decisions = f"{base}.tx", f"{base}.labels", f"{base}.decisions"
     create_topics(
         kafka_settings,
-        {tx: 2, labels: 1, decisions: 1, f"{tx}.dlq": 1, f"{labels}.dlq": 1},
+        {tx: 2, labels: 1, decisions: 1, f"{tx}.dlq": 1, f"{labels}.dlq": 1, f"{base}.alerts": 1},
     )
     sim = recent_stream(seed=11, customers=80, days=2, days_ago=3)
     n, _ = produce_streams(kafka_settings, tx, labels, sim.transactions, sim.labels, stamp="event")
@@ -238,6 +238,7 @@ def _sidecar_input(kafka_settings, unique_topic) -> tuple[dict[str, str], int]:
     settings.update(
         FRAUDSTREAM_TRANSACTIONS_TOPIC=tx,
         FRAUDSTREAM_LABELS_TOPIC=labels,
+        FRAUDSTREAM_ALERTS_TOPIC=f"{base}.alerts",
         FRAUDSTREAM_DECISIONS_TOPIC=decisions,
         FRAUDSTREAM_PARTITIONS="4",
     )

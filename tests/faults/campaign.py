@@ -413,6 +413,7 @@ def run_campaign(plan: Plan, workdir: Path, registry: Path, log: Any = print) ->
                 topics.decisions: 4,
                 topics.transactions_dlq: 1,
                 topics.labels_dlq: 1,
+                topics.alerts: 1,
                 "decisions.reference": 4,
             },
         )

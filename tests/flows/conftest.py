@@ -31,6 +31,7 @@ def topics(kafka_settings, unique_topic):
             decisions=f"{base}.decisions",
             transactions_dlq=f"{base}.tx.dlq",
             labels_dlq=f"{base}.labels.dlq",
+            alerts=f"{base}.alerts",
         )
         create_topics(
             kafka_settings,
@@ -40,6 +41,7 @@ def topics(kafka_settings, unique_topic):
                 t.decisions: 2,
                 t.transactions_dlq: 1,
                 t.labels_dlq: 1,
+                t.alerts: 1,
             },
         )
         return t

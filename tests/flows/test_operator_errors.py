@@ -42,6 +42,8 @@ def _argv(servers: str, registry, tmp, t: Topics, *extra: str) -> list[str]:
         t.labels,
         "--decisions-topic",
         t.decisions,
+        "--alerts-topic",
+        t.alerts,
         "--epoch-interval",
         "0.2",
         *extra,
@@ -99,8 +101,8 @@ def _readyz(port: int) -> tuple[int, str]:
 def test_a_broker_replaced_by_an_empty_one_is_reported_then_follows_the_policy(
     registry, flow_config, tmp_path
 ):
-    t = Topics(transactions="tx", labels="labels", decisions="decisions")
-    topics = {"tx": 2, "labels": 1, "decisions": 1, "tx.dlq": 1, "labels.dlq": 1}
+    t = Topics(transactions="tx", labels="labels", decisions="decisions", transactions_dlq="tx.dlq")
+    topics = {"tx": 2, "labels": 1, "decisions": 1, "tx.dlq": 1, "labels.dlq": 1, "alerts": 1}
     sim = recent_stream(seed=32, customers=60, days=3, days_ago=20)
     with EmbeddedBroker(log_path=tmp_path / "old.log") as old:
         port = old.port

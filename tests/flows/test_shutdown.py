@@ -40,6 +40,8 @@ def _argv(settings, registry, tmp: Path, t, *extra: str) -> list[str]:
         t.labels,
         "--decisions-topic",
         t.decisions,
+        "--alerts-topic",
+        t.alerts,
         "--epoch-interval",
         "0.5",
         *extra,
