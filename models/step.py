@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _ONLINE = b"m\x00online-models"
 _DRIFT = b"m\x00drift-monitor"
+_FIRST = b"m\x00first-event-ms"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,10 @@ class StepConfig:
     poll_s: float = 1.0
     decisions_ttl_ms: int
     drift: DriftConfig | None = field(default_factory=DriftConfig)
+    # Drift detection starts this long (event time) after the first event the step decided:
+    # until the entity state holds a full horizon, features are not comparable with training's.
+    # None: the feature set's horizon.
+    drift_warmup_ms: int | None = None
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
 
 
@@ -85,7 +90,10 @@ class DecisionStep:
         self.store = store
         self.cfg = cfg
         self.clock_ms = clock_ms
-        online_raw, drift_raw = store.get_many([_ONLINE, _DRIFT])
+        online_raw, drift_raw, first_raw = store.get_many([_ONLINE, _DRIFT, _FIRST])
+        self.first_event_ms: int | None = None if first_raw is None else int(first_raw)
+        warmup = cfg.drift_warmup_ms
+        self.warmup_ms = fs.horizon_ms() if warmup is None else warmup
         self.models = ModelSet(
             cfg.registry, fs, pinned=cfg.pinned_version, online_state=online_raw, poll_s=cfg.poll_s
         )
@@ -201,9 +209,13 @@ class DecisionStep:
         stats = self.decider.stats
         prod = self.models.production
         challenger = self._challenger()
+        if self.first_event_ms is None and stats.event_times is not None and len(stats.event_times):
+            self.first_event_ms = int(stats.event_times[0])
+        warm_from = None if self.first_event_ms is None else self.first_event_ms + self.warmup_ms
         if stats.rows is not None and len(stats.rows) and prod.version in stats.scores:
             champion = stats.scores[prod.version]
             ok = np.isfinite(champion)
+            warm = ok & (stats.event_times >= warm_from) if stats.event_times is not None else ok
             times = stats.event_times[ok] if stats.event_times is not None else None
             c_scores = None
             c_actions = None
@@ -213,9 +225,17 @@ class DecisionStep:
                     a for a, k in zip(stats.actions[challenger.version], ok, strict=True) if k
                 ]
             p_actions = [a for a, k in zip(stats.actions[prod.version], ok, strict=True) if k]
-            if self.monitor is not None and times is not None and ok.any():
+            if self.monitor is not None and times is not None and warm.any():
+                w = warm[ok]  # the warm rows among the decided ones
                 out.alerts += self.monitor.on_decisions(
-                    times, champion[ok], c_scores, stats.rows[ok], p_actions, c_actions
+                    times[w],
+                    champion[ok][w],
+                    None if c_scores is None else c_scores[w],
+                    stats.rows[ok][w],
+                    [a for a, k in zip(p_actions, w, strict=True) if k],
+                    None
+                    if c_actions is None
+                    else [a for a, k in zip(c_actions, w, strict=True) if k],
                 )
             guard = self.guard
             canary = self.models.canary
@@ -233,7 +253,8 @@ class DecisionStep:
                         stats.scores[canary.version][mine],
                     )
         for event_ms, _label_ms, y, scores in stats.labels:
-            if self.monitor is not None and prod.version in scores:
+            warm_label = warm_from is not None and event_ms >= warm_from
+            if self.monitor is not None and warm_label and prod.version in scores:
                 c = None if challenger is None else scores.get(challenger.version)
                 out.alerts += self.monitor.on_label(int(event_ms), int(y), scores[prod.version], c)
             if self.guard is not None and self.guard.version in scores:
@@ -284,6 +305,8 @@ class DecisionStep:
     def save(self) -> None:
         """Write the online models' and the monitor's state into the store (before commit)."""
         updates: dict[bytes, bytes | None] = {_ONLINE: self.models.online_state()}
+        if self.first_event_ms is not None:
+            updates[_FIRST] = str(self.first_event_ms).encode()
         monitor = self.monitor
         if monitor is not None:
             data = monitor.to_bytes()
