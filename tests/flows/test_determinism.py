@@ -70,7 +70,7 @@ def test_two_processes_and_other_batches_decide_as_one_process(
     argv = _sidecar(kafka_settings, registry, tmp_path / "two", t, "--processes", "2")
     argv += ["--no-tail", "--batch-size", "37", "--epoch-interval", "0.1"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, [l for l in done.stderr.splitlines() if "alert" not in l][-40:]
+    assert done.returncode == 0, [x for x in done.stderr.splitlines() if "alert" not in x][-40:]
 
     want = _rows(kafka_settings, ref_topic)
     assert len(want) == len(sim.transactions)
