@@ -37,7 +37,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -125,7 +125,8 @@ class FlowConfig:
     label_maturity_ms: int = 60 * DAY_MS
     canary_share: float = 0.05
     model_poll_s: float = 1.0
-    drift: DriftConfig | None = field(default_factory=DriftConfig)
+    # "auto": day-long periods, calendar flags not alerted on (see drift_config); None: off
+    drift: DriftConfig | Literal["auto"] | None = "auto"
     canary_policy: CanaryPolicy = field(default_factory=CanaryPolicy)
     clock_step_ms: int = DEFAULT_STEP_MS
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
@@ -140,6 +141,16 @@ class FlowConfig:
         """How long transactions are remembered (index, decisions): the horizon or maturity."""
         return max(self.feature_set.horizon_ms(), self.label_maturity_ms)
 
+    def drift_config(self) -> DriftConfig | None:
+        """The drift detectors' settings; ``"auto"``: PSI periods of at least a day of event time
+        (and 2,000 events), so the daily cycle does not read as drift, and the feature set's
+        calendar flags measured but not alerted on (they follow the week by design)."""
+        if self.drift != "auto":
+            return self.drift
+        fs = self.feature_set
+        calendar = tuple(n for n in (fs.weekend_feature, fs.night_feature) if n)
+        return DriftConfig(period_ms=DAY_MS, ignore_features=calendar)
+
     def step_config(self) -> StepConfig:
         return StepConfig(
             registry=self.model_registry,
@@ -147,7 +158,7 @@ class FlowConfig:
             canary_share=self.canary_share,
             poll_s=self.model_poll_s,
             decisions_ttl_ms=self.retention_ms(),
-            drift=self.drift,
+            drift=self.drift_config(),
             canary=self.canary_policy,
         )
 

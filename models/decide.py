@@ -89,6 +89,9 @@ class Scorer:
     model: Model
     thresholds: dict[str, float]
     online: bool = False
+    # an online model registered with its history learned: labels due at or before this
+    # instant (label time + the feature set's label delay) are in it already (None: none)
+    learned_until_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in ("production", "canary", "shadow"):
@@ -342,7 +345,11 @@ class Decider:
                 continue
             self.stats.labels.append((event_ms, label_ms, label, self._label_scores(row)))
             R = np.asarray([row], dtype=np.float64)
+            due = label_ms + self.fs.label_delay_ms
             for scorer in online:
+                known = scorer.learned_until_ms
+                if known is not None and due <= known:
+                    continue  # learned before registration (replayed history)
                 try:
                     scorer.model.learn_many(R, np.asarray([label]))
                 except Exception as exc:

@@ -77,6 +77,20 @@ all; the ranges in brackets were measured on 10-20 seeds):
 A smaller change takes longer, or never fires: PSI is insensitive to a small rescaling of the
 scores (all legitimate scores x1.5 gives a PSI of ~0.06), which ADWIN on the mean does see.
 
+Periods in the flow: ``period_events`` alone cuts a period every 2,000 events whatever their
+time; on a live stream such a period covers a part of the day, and the daily cycle (night-time
+traffic, amounts by hour) reads as drift against a reference that covers whole days. The sidecar
+therefore sets ``period_ms`` to a day (``FlowConfig.drift_config``): a period closes at the first
+event, once it holds ``period_events``, that lies a day of event time after the period's first
+event. It also lists the calendar flags (weekend, night) in ``ignore_features``: a period's share
+of weekend transactions follows the week by design. On a simulated 80-day stream (300
+customers, a champion trained on warm days 38-60) this removed every false feature alarm that
+2,000-event periods raised (``terminal_delayed_count_30d``, ``is_weekend``,
+``terminal_risk_30d``), and amount drift and a new fraud pattern are still reported within the
+period that straddles the change (``tests/flows/test_drift_alerts.py``). The decision step also
+skips the champion's in-sample events (up to the end of its training window): its scores and
+errors on rows it was trained on are not comparable with its validation rows.
+
 Hysteresis: each detector and key (a feature) has at most one open episode; it writes one
 ``firing`` record when the episode opens and one ``resolved`` record when it closes, with the same
 ``id``, and nothing in between (a statistic between the two thresholds, or a change detected
@@ -130,7 +144,7 @@ RUNBOOK = "docs/runbook.md"
 _REFERENCE_FORMAT = "fraudstream.drift-reference"
 _REFERENCE_VERSION = 1
 _STATE_FORMAT = "fraudstream.drift-monitor"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _FIXED_POINT = float(1 << 40)  # scores summed as integers: sums independent of batch splits
 
 _ANCHORS = {
@@ -301,7 +315,17 @@ class DriftConfig:
     Parameters
     ----------
     period_events
-        Events per PSI period (score and features) and per disagreement rate.
+        Events per PSI period (score and features) and per disagreement rate; with
+        ``period_ms``, the fewest events a period holds.
+    period_ms
+        None: a period is ``period_events`` events. Otherwise a period also spans this much
+        event time: it closes before the first event, once it holds ``period_events``, whose
+        time is at least the period's first event's time plus ``period_ms`` (that event opens
+        the next). A day removes the daily cycle (night, amounts by hour) from the comparison
+        with the reference, which covers whole days.
+    ignore_features
+        Features ``feature_psi`` does not alert on (their PSI is still reported): calendar
+        flags (weekend, night) change with the period's place in the week by design.
     psi_epsilon
         Smoothing of bin shares in PSI (:func:`psi`).
     score_psi_fire, score_psi_resolve
@@ -337,6 +361,8 @@ class DriftConfig:
     """
 
     period_events: int = 2_000
+    period_ms: int | None = None
+    ignore_features: tuple[str, ...] = ()
     psi_epsilon: float = PSI_EPSILON
     score_psi_fire: float = 0.1
     score_psi_resolve: float = 0.05
@@ -386,6 +412,17 @@ class DriftConfig:
             raise ValueError(
                 f"error_detector must be 'adwin' or 'ddm', got {self.error_detector!r}"
             )
+        if self.period_ms is not None and (
+            isinstance(self.period_ms, bool)
+            or not isinstance(self.period_ms, int)
+            or self.period_ms < 1
+        ):
+            raise ValueError(f"period_ms must be None or an int >= 1, got {self.period_ms!r}")
+        if isinstance(self.ignore_features, str) or not all(
+            isinstance(f, str) for f in self.ignore_features
+        ):
+            raise ValueError("ignore_features must be a sequence of feature names")
+        object.__setattr__(self, "ignore_features", tuple(self.ignore_features))
         if self.compare_min_labels > self.label_window:
             raise ValueError("compare_min_labels cannot exceed label_window")
         if not self.challenger_auc_resolve < self.challenger_auc_margin:
@@ -598,6 +635,7 @@ class DriftMonitor:
         self._labels = 0
         # the open period
         self._in_period = 0
+        self._period_start: int | None = None  # the period's first event's time (period_ms)
         self._period_from: int | None = None
         self._period_to: int | None = None
         self._score_counts = np.zeros(self._score_ref.size, dtype=np.int64)
@@ -727,9 +765,23 @@ class DriftMonitor:
                 )
         alerts: list[AlertRecord] = []
         period = self.config.period_events
+        period_ms = self.config.period_ms
         start = 0
         while start < n:
-            end = start + min(n - start, period - self._in_period)
+            if period_ms is None:
+                end = start + min(n - start, period - self._in_period)
+                closes = self._in_period + end - start == period
+            else:
+                if self._in_period == 0:
+                    self._period_start = int(times[start])
+                assert self._period_start is not None
+                lo = start + max(0, period - self._in_period)
+                due = np.flatnonzero(times[lo:] >= self._period_start + period_ms)
+                end = lo + int(due[0]) if due.size else n
+                closes = end < n
+                if end == start:  # this event opens the next period
+                    self._close_period(alerts)
+                    continue
             self._count(
                 times[start:end],
                 scores[start:end],
@@ -740,7 +792,7 @@ class DriftMonitor:
             )
             self._score_changes(times[start:end], scores[start:end], alerts)
             self._events += end - start
-            if self._in_period == period:
+            if closes:
                 self._close_period(alerts)
             start = end
         return alerts
@@ -896,7 +948,10 @@ class DriftMonitor:
                 self._score_edges, self._score_ref, self._score_counts, "champion score"
             ),
         )
+        ignored = set(cfg.ignore_features)
         for j, name in enumerate(self.feature_names):
+            if name in ignored:
+                continue
             size = int(self._mask[j].sum())
             self._psi_step(
                 name,
@@ -913,7 +968,7 @@ class DriftMonitor:
                 ),
             )
         self._in_period = 0
-        self._period_from = self._period_to = None
+        self._period_start = self._period_from = self._period_to = None
         self._score_counts[:] = 0
         self._feature_counts[:] = 0
         self._disagree = self._paired = 0
@@ -1229,6 +1284,7 @@ class DriftMonitor:
             "labels": self._labels,
             "period": {
                 "n": self._in_period,
+                "start_ms": self._period_start,
                 "from_ms": self._period_from,
                 "to_ms": self._period_to,
                 "score_counts": self._score_counts.tolist(),
@@ -1290,7 +1346,9 @@ class DriftMonitor:
     @classmethod
     def _restore(cls, state: dict[str, Any]) -> Self:
         self = cls(
-            DriftConfig(**state["config"]),
+            DriftConfig(
+                **{**state["config"], "ignore_features": tuple(state["config"]["ignore_features"])}
+            ),
             state["reference"],
             champion_version=state["champion_version"],
             challenger_version=state["challenger_version"],
@@ -1301,6 +1359,7 @@ class DriftMonitor:
         self._labels = int(state["labels"])
         period = state["period"]
         self._in_period = int(period["n"])
+        self._period_start = period["start_ms"]
         self._period_from = period["from_ms"]
         self._period_to = period["to_ms"]
         score_counts = np.array(period["score_counts"], dtype=np.int64)

@@ -104,6 +104,7 @@ class ModelSet:
             model=model,
             thresholds=dict(loaded.manifest["thresholds"]),
             online=online,
+            learned_until_ms=_learned_until(loaded.manifest) if online else None,
         )
 
     def _load(self, *, first: bool) -> tuple[Scorer, Scorer | None, list[Scorer], list[Change]]:
@@ -206,6 +207,11 @@ class ModelSet:
             data = model.to_bytes()
             out[version] = {"sha256": sha256_hex(data), "data": base64.b64encode(data).decode()}
         return orjson.dumps(out)
+
+
+def _learned_until(manifest: dict[str, Any]) -> int | None:
+    value = (manifest.get("training_window") or {}).get("learned_until_ms")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _read_online(raw: bytes | None) -> dict[str, tuple[str, bytes]]:

@@ -94,6 +94,7 @@ class DecisionStep:
         self.first_event_ms: int | None = None if first_raw is None else int(first_raw)
         warmup = cfg.drift_warmup_ms
         self.warmup_ms = fs.horizon_ms() if warmup is None else warmup
+        self._trained: dict[str, int] = {}
         self.models = ModelSet(
             cfg.registry, fs, pinned=cfg.pinned_version, online_state=online_raw, poll_s=cfg.poll_s
         )
@@ -212,6 +213,8 @@ class DecisionStep:
         if self.first_event_ms is None and stats.event_times is not None and len(stats.event_times):
             self.first_event_ms = int(stats.event_times[0])
         warm_from = None if self.first_event_ms is None else self.first_event_ms + self.warmup_ms
+        if warm_from is not None:
+            warm_from = max(warm_from, self._trained_until(prod.version) + 1)
         if stats.rows is not None and len(stats.rows) and prod.version in stats.scores:
             champion = stats.scores[prod.version]
             ok = np.isfinite(champion)
@@ -263,6 +266,22 @@ class DecisionStep:
             reason = self.guard.verdict()
             if reason is not None:
                 out.alerts.append(self._halt(reason))
+
+    def _trained_until(self, version: str) -> int:
+        """The last event time ``version`` was trained on (-1 when unknown): the champion's
+        scores and errors on its own training rows are in-sample, so they say nothing about
+        drift, and the monitor skips them."""
+        cached = self._trained.get(version)
+        if cached is None:
+            window = self.models.registry.manifest(version).get("training_window") or {}
+            last = [-1]
+            if isinstance(window.get("to_ms"), int):
+                last.append(window["to_ms"])  # the last training row (inclusive)
+            if isinstance(window.get("requested_to_ms"), int):
+                last.append(window["requested_to_ms"] - 1)  # the window asked for (half-open)
+            cached = max(last)
+            self._trained[version] = cached
+        return cached
 
     def _halt(self, reason: str) -> AlertRecord:
         guard = self.guard

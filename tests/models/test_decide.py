@@ -131,6 +131,27 @@ def test_the_online_challenger_scores_as_it_stood_after_each_earlier_label(champ
     assert online.to_bytes() == reference.to_bytes()
 
 
+def test_labels_a_registered_challenger_learned_already_are_not_learned_twice(champion):
+    # the sidecar replaying the history a challenger was warm-started on must not learn it again
+    items, parts = _stream(40, learn_every=4)
+    known = 20_000 - FS.label_delay_ms  # labels due at or before 20 s are in the model
+    online = OnlineLogistic(FS.feature_names, seed=3)
+    reference = copy.deepcopy(online)
+    decider = _decider(champion)
+    decider.set_models(
+        decider.production,
+        None,
+        [Scorer("v0002", "river-logistic", "shadow", online, THRESHOLDS, True, known)],
+    )
+    out = _run(decider, items, parts, chunks=4, seed=5)
+    rows = {d["tx_id"]: d["features"] for d in (orjson.loads(o[2]) for o in out)}
+    learned = [item for item in items if item[0] == "learn" and item[3] + FS.label_delay_ms > known]
+    assert 0 < len(learned) < sum(item[0] == "learn" for item in items)
+    for item in learned:
+        reference.learn_many(np.asarray([rows[item[1]]]), np.asarray([item[2]]))
+    assert online.to_bytes() == reference.to_bytes()
+
+
 def test_a_redelivery_reemits_the_original_record_and_a_label_without_features_is_counted(
     champion,
 ):

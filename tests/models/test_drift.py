@@ -576,3 +576,66 @@ def test_inputs_are_checked(reference: dict[str, Any]) -> None:
     assert monitor.on_decisions(t, np.array([np.nan]), None, X, ["approve"], None) == []
     assert monitor.statistics()["events"] == 1.0  # a missing score is counted, not learned
     assert alone.on_decisions(t, s, None, X, ["approve"], None) == []
+
+
+# --- event-time periods and ignored features ---------------------------------------------------
+
+
+def _windows(alerts: list[tuple[int, AlertRecord]]) -> list[dict[str, Any]]:
+    return [dict(a["window"]) for _, a in alerts if a["detector"] == "feature_psi"]
+
+
+def test_time_periods_span_period_ms_and_hold_period_events(reference: dict[str, Any]) -> None:
+    # events 1 s apart; a shift from the start makes every period fire or stay open, and the
+    # firing window shows where the first period closed
+    config = {"period_events": 500, "period_ms": 1_500_000}
+    stream = Stream(71, n=6_000, feature_shift={0: 1.0})
+    alerts = stream.feed(_monitor(reference, **config))
+    (window,) = _windows(alerts)
+    assert window == {"events": 1_500, "from_ms": T0, "to_ms": T0 + 1_499_000}
+    # a gap in event time does not close a period before it holds period_events
+    gap = Stream(71, n=6_000, feature_shift={0: 1.0})
+    gap.t[100:] += 10 * 86_400_000
+    (window,) = _windows(gap.feed(_monitor(reference, **config)))
+    assert window["events"] == 500 and window["from_ms"] == T0
+
+
+def test_time_periods_are_independent_of_batches_and_restores(
+    reference: dict[str, Any], mixed: tuple[Stream, Labels]
+) -> None:
+    stream, labels = mixed
+    config = DriftConfig(period_events=700, period_ms=1_800_000)
+
+    def fresh() -> DriftMonitor:
+        return DriftMonitor(config, reference, champion_version="v1", challenger_version="c1")
+
+    n = stream.n
+    every_1000 = list(range(0, n + 1, 1_000))
+    whole, alerts, _ = _mixed_run(reference, stream, labels, every_1000, fresh())
+    assert {a["kind"] for a in alerts} >= {"score_drift", "feature_drift"}
+    assert {a["window"]["events"] for a in alerts if a["detector"] == "feature_psi"} == {1_800}
+    split, other, _ = _mixed_run(
+        reference, stream, labels, sorted({*every_1000, *_bounds(5, n)}), fresh()
+    )
+    assert other == alerts and split.to_bytes() == whole.to_bytes()
+    cut = 7_777  # inside a period
+    first, head, _ = _mixed_run(reference, stream, labels, every_1000, fresh(), hi=cut)
+    data = first.to_bytes()
+    restored = DriftMonitor.from_bytes(data, expected_sha256=sha256_hex(data))
+    _, tail, _ = _mixed_run(reference, stream, labels, every_1000, restored, lo=cut)
+    assert head + tail == alerts and restored.to_bytes() == whole.to_bytes()
+
+
+def test_ignored_features_are_measured_but_never_alert(reference: dict[str, Any]) -> None:
+    monitor = _monitor(reference, ignore_features=("normal",))
+    assert Stream(72, feature_shift={0: 1.0}).feed(monitor) == []
+    assert monitor.statistics()["feature_psi:normal"] > 0.5
+    data = monitor.to_bytes()
+    restored = DriftMonitor.from_bytes(data, expected_sha256=sha256_hex(data))
+    assert restored.config.ignore_features == ("normal",)
+
+
+def test_period_settings_are_validated() -> None:
+    for bad in ({"period_ms": 0}, {"period_ms": 1.5}, {"ignore_features": "normal"}):
+        with pytest.raises(ValueError):
+            DriftConfig(**bad)  # type: ignore[arg-type]

@@ -1,0 +1,123 @@
+"""Drift alerts from the running flow, on the broker: each injected drift is reported, after it
+happened and for what changed; a stationary stream raises no distribution alert.
+
+One simulated history (300 customers, 80 days) is shared: a champion trained on days 38-60 (after
+the default set's 38-day horizon, so its drift reference holds warm features), then the flow
+decides all 80 days (its state needs the history; the monitor skips the champion's warm-up and
+in-sample days). The simulator's drift switches act from day 70 and leave days 0-69 unchanged,
+so one champion serves every variant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from fraudstream.flows.run import run_flow
+from fraudstream.flows.scoring import FlowConfig, Topics
+from fraudstream.kafka import consume
+from fraudstream.replay.training import train_from_streams
+from fraudstream.simulate import SimConfig, generate
+from fraudstream.state.features import default_feature_set
+from tests.flows.conftest import DAY_MS, load_history
+
+pytestmark = pytest.mark.kafka
+
+DAYS, TRAIN_FROM, TRAIN_TO, DRIFT_AT = 80, 38, 60, 70
+SEED = 12
+
+
+def _sim(start_ms: int, kind: str | None) -> Any:
+    base = {
+        "seed": SEED,
+        "n_customers": 300,
+        "n_terminals": 600,
+        "days": DAYS,
+        "start_ms": start_ms,
+    }
+    if kind is None:
+        return generate(SimConfig(**base))
+    return generate(SimConfig(**base, drift_at_day=DRIFT_AT, drift_kinds=(kind,)))
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Any]:
+    import time
+
+    start = (int(time.time() * 1000) // DAY_MS - DAYS - 5) * DAY_MS
+    sim = _sim(start, None)
+    registry = tmp_path_factory.mktemp("drift-registry")
+    fs = default_feature_set()
+    assert TRAIN_FROM * DAY_MS >= fs.horizon_ms()
+    train_from_streams(
+        sim.transactions,
+        sim.labels,
+        fs,
+        registry,
+        n_estimators=50,
+        train_from_ms=start + TRAIN_FROM * DAY_MS,
+        train_to_ms=start + TRAIN_TO * DAY_MS,
+    )
+    return start, registry
+
+
+def _alerts(kafka_settings: Any, topics: Any, history: Any, tmp_path: Any, kind: str | None):
+    start, registry = history
+    sim = _sim(start, kind)
+    t: Topics = topics(4)
+    load_history(kafka_settings, t, sim)
+    cfg = FlowConfig(
+        kafka=kafka_settings,
+        feature_set=default_feature_set(),
+        model_registry=registry,
+        state_dir=tmp_path / "state",
+        topics=t,
+        partitions=4,
+        tail=False,
+    )
+    run_flow(cfg, recovery_dir=None, epoch_interval_s=1.0)
+    return start, [orjson.loads(r.value) for r in consume(kafka_settings, t.alerts)]
+
+
+def _firing(alerts: list[dict[str, Any]], detector: str) -> list[dict[str, Any]]:
+    return [a for a in alerts if a["detector"] == detector and a["state"] == "firing"]
+
+
+def test_a_stationary_stream_raises_no_distribution_alert(
+    kafka_settings, topics, history, tmp_path
+) -> None:
+    start, alerts = _alerts(kafka_settings, topics, history, tmp_path, None)
+    assert _firing(alerts, "feature_psi") == [] and _firing(alerts, "score_psi") == []
+    # nothing before the champion's training window ended: in-sample days are not compared
+    assert all(a["first_event_ms"] >= start + TRAIN_TO * DAY_MS for a in alerts), alerts
+
+
+@pytest.mark.parametrize(
+    ("kind", "must", "may"),
+    [
+        # legitimate amounts x1.6: the amount and every amount aggregate
+        (
+            "amount",
+            {"amount", "account_mean_24h", "terminal_sum_1h"},
+            ("amount", "_sum_", "_mean_", "_std_", "zscore"),
+        ),
+        # a new fraud pattern (new devices and countries, bursts on terminals)
+        ("new-pattern", {"account_new_device_id", "account_new_country"}, ("_new_", "_count_")),
+    ],
+)
+def test_injected_drift_is_reported_for_what_changed_after_it_happened(
+    kafka_settings, topics, history, tmp_path, kind, must, may
+) -> None:
+    start, alerts = _alerts(kafka_settings, topics, history, tmp_path, kind)
+    drift_ms = start + DRIFT_AT * DAY_MS
+    features = _firing(alerts, "feature_psi")
+    fired = {a["feature"] for a in features}
+    assert must <= fired, sorted(fired)
+    assert all(any(p in f for p in may) for f in fired), sorted(fired)
+    # every period that fired holds events from after the change
+    assert all(a["window"]["to_ms"] >= drift_ms for a in features), features
+    for a in alerts:
+        assert a["kind"] in ("feature_drift", "score_drift", "performance"), a
+        assert a["runbook"].startswith("docs/runbook.md#")
