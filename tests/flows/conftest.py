@@ -8,7 +8,7 @@ import pytest
 
 from fraudstream.flows.scoring import FlowConfig, Topics
 from fraudstream.kafka import create_topics, produce_streams
-from fraudstream.replay.training import train_from_streams
+from fraudstream.replay.training import train_challenger_from_streams, train_from_streams
 from fraudstream.simulate import SimConfig, generate
 from fraudstream.state.features import default_feature_set
 
@@ -17,7 +17,10 @@ from fraudstream.state.features import default_feature_set
 def registry(tmp_path_factory):
     sim = generate(SimConfig(seed=3, n_customers=300, n_terminals=600, days=20))
     path = tmp_path_factory.mktemp("registry")
-    train_from_streams(sim.transactions, sim.labels, default_feature_set(), path, n_estimators=20)
+    fs = default_feature_set()
+    train_from_streams(sim.transactions, sim.labels, fs, path, n_estimators=20)
+    # an online challenger in shadow: every flow test also checks its scores and learning
+    train_challenger_from_streams(sim.transactions, sim.labels, fs, path)
     return path
 
 

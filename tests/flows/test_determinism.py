@@ -23,7 +23,8 @@ def _rows(settings, topic: str, n: int | None = None) -> dict[str, tuple]:
     )
     for rec in records:
         d = orjson.loads(rec.value)
-        row = (d["features"], d["champion"]["score"], d["action"])
+        models = tuple((m["version"], m["score"], m["action"]) for m in d["models"])
+        row = (d["features"], d["champion"]["score"], d["action"], models)
         assert out.setdefault(d["tx_id"], row) == row
     return out
 

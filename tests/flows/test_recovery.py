@@ -7,6 +7,7 @@ must equal the uninterrupted run's exactly.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import orjson
 
 from fraudstream.flows.run import run_flow
 from fraudstream.kafka import consume, create_topics
+from fraudstream.models.registry import ModelRegistry
 from fraudstream.state.history import decode
 from fraudstream.state.rocksdb import RocksKV
 from tests.flows.conftest import SMALL_FETCHES, load_history, recent_stream
@@ -42,9 +44,21 @@ def decisions(settings, topic: str) -> dict[str, tuple]:
     out: dict[str, tuple] = {}
     for rec in consume(settings, topic):
         d = orjson.loads(rec.value)
-        row = (d["features"], d["champion"]["score"], d["action"])
+        models = tuple((m["version"], m["score"], m["action"]) for m in d["models"])
+        row = (d["features"], d["champion"]["score"], d["action"], models)
         assert out.setdefault(d["tx_id"], row) == row, "a re-emitted decision differs"
     return out
+
+
+def online_models(state_dir: Path) -> dict:
+    """The decision step's online models as stored (their learned state, by version)."""
+    kv = RocksKV(state_dir / "decisions")
+    try:
+        (raw,) = kv.get_many([b"m\x00online-models"])
+    finally:
+        kv.close()
+    assert raw is not None, "no online model state stored"
+    return orjson.loads(raw)
 
 
 def test_crash_and_resume_equals_uninterrupted_run(
@@ -92,3 +106,10 @@ def test_crash_and_resume_equals_uninterrupted_run(
     ref_state = entity_state(tmp_path / "ref-state")
     assert len(ref_state) > 150, "the reference run left no entity state behind"
     assert entity_state(tmp_path / "state") == ref_state
+    # the challenger scored every decision and learned every label exactly once
+    assert all(len(row[3]) == 2 for row in want.values()), "no challenger in the decisions"
+    ref_online = online_models(tmp_path / "ref-state")
+    ((version, stored),) = ref_online.items()
+    registered = ModelRegistry(registry).load(version).model.to_bytes()
+    assert base64.b64decode(stored["data"]) != registered, "the challenger learned nothing"
+    assert online_models(tmp_path / "state") == ref_online
