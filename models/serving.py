@@ -281,6 +281,30 @@ class CanaryGuard:
             self.negatives += 1
             self.false_positives += int(score >= self.thresholds["review"])
 
+    _COUNTERS = (
+        "decisions",
+        "declines",
+        "champion_declines",
+        "negatives",
+        "false_positives",
+        "last_psi",
+    )
+
+    def to_state(self) -> dict[str, Any]:
+        """The counters (JSON): a resume continues them, so a halt happens at the same input
+        position whatever the restarts before it."""
+        state: dict[str, Any] = {k: getattr(self, k) for k in self._COUNTERS}
+        state["version"] = self.version
+        state["scores"] = list(self._scores)
+        return state
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != self.version:
+            return  # another canary's counters: start afresh
+        for k in self._COUNTERS:
+            setattr(self, k, type(getattr(self, k))(state[k]))
+        self._scores = [float(x) for x in state["scores"]]
+
     def verdict(self) -> str | None:
         """A reason to halt, or None."""
         p = self.policy

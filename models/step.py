@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 _ONLINE = b"m\x00online-models"
 _DRIFT = b"m\x00drift-monitor"
 _FIRST = b"m\x00first-event-ms"
+_GUARD = b"m\x00canary-guard"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +91,9 @@ class DecisionStep:
         self.store = store
         self.cfg = cfg
         self.clock_ms = clock_ms
-        online_raw, drift_raw, first_raw = store.get_many([_ONLINE, _DRIFT, _FIRST])
+        online_raw, drift_raw, first_raw, guard_raw = store.get_many(
+            [_ONLINE, _DRIFT, _FIRST, _GUARD]
+        )
         self.first_event_ms: int | None = None if first_raw is None else int(first_raw)
         warmup = cfg.drift_warmup_ms
         self.warmup_ms = fs.horizon_ms() if warmup is None else warmup
@@ -111,6 +114,8 @@ class DecisionStep:
         self.decider.push(queue)
         self.monitor = self._monitor(drift_raw)
         self.guard = self._guard()
+        if self.guard is not None and guard_raw:
+            self.guard.restore(orjson.loads(guard_raw))
         self.pending_alerts: list[AlertRecord] = [
             self._failure_alert(c) for c in m.startup_failures
         ]
@@ -339,6 +344,8 @@ class DecisionStep:
             )
         else:
             updates[_DRIFT] = None
+        guard = self.guard
+        updates[_GUARD] = None if guard is None else orjson.dumps(guard.to_state())
         keys = list(updates)
         before = dict(zip(keys, self.store.get_many(keys), strict=True))
         self.store.write(updates, before)
