@@ -765,6 +765,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         history_days=args.history_days,
         stream_days=args.stream_days,
         rate=args.rate,
+        drift=None if args.drift == "none" else args.drift,
     )
 
 
@@ -1170,11 +1171,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run, _sub=p)
 
     p = subs.add_parser("demo", help="embedded broker end to end: simulate, train, score")
-    p.add_argument("--workdir", default="var/demo")
-    p.add_argument("--customers", type=int, default=2000)
-    p.add_argument("--history-days", type=int, default=30)
-    p.add_argument("--stream-days", type=int, default=7)
-    p.add_argument("--rate", type=float, default=5000.0, help="events/s offered to the flow")
+    p.add_argument("--workdir", default="var/demo", help="where the demo writes (replaced)")
+    p.add_argument("--customers", type=int, default=1000, help="simulated customers")
+    p.add_argument(
+        "--history-days", type=int, default=60, help="days of history (>= the horizon + 14)"
+    )
+    p.add_argument("--stream-days", type=int, default=10, help="live days after the history")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=5000.0,
+        help="cap on the live events/s; the demo offers 1/4 of the rate the sidecar sustained "
+        "while draining the history",
+    )
+    p.add_argument(
+        "--drift",
+        default="amount",
+        help="drift injected into the live days: amount, new-pattern, label or none",
+    )
     p.set_defaults(func=cmd_demo, _sub=p)
     return parser
 
