@@ -34,8 +34,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 test: lint ## lint, then the whole test suite (embedded broker included)
 	$(BIN)/pytest -q
 
-soak: $(STAMP) ## long fault campaign: ~100k events, 16 faults, <= 30 min; report in var/soak
+soak: $(STAMP) ## long runs: fault campaign (~100k events, 16 faults; report in var/soak), drift at scale
 	$(BIN)/python -m tests.faults.campaign --soak --workdir var/soak
+	$(BIN)/pytest -q --soak -m soak
 
 bench: $(STAMP) ## benchmarks (outside the tests), results in benchmarks/results/latest.jsonl
 	$(BIN)/python -m benchmarks.run

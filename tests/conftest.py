@@ -26,12 +26,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("FRAUDSTREAM_BOOTSTRAP_SERVERS"),
         help="Kafka cluster to test against (default: an embedded Tansu broker)",
     )
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="also run the long runs marked soak (make soak); make test skips them",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    soak = config.getoption("--soak")
+    skip_soak = pytest.mark.skip(reason="a long run: make soak (pytest --soak) runs it")
     for item in items:
         if _KAFKA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
+        if not soak and item.get_closest_marker("soak") is not None:
+            item.add_marker(skip_soak)
 
 
 @pytest.fixture(scope="session")
