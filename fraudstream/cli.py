@@ -724,6 +724,7 @@ def cmd_alerts_tail(args: argparse.Namespace) -> int:
         args.alerts_topic,
         follow=args.follow,
         from_beginning=args.from_beginning,
+        out=sys.stdout,
         timeout_s=args.timeout_s,
     )
     print(f"{printed} alerts from {args.alerts_topic!r}", file=sys.stderr)

@@ -450,6 +450,8 @@ def _file_layer(
                 spec = kafka.get(key)  # legacy: connection keys at the top level
             if spec is not None:
                 take(spec, key, value, f"{path}: {label}{key}")
+            elif depth == len(command) and depth:
+                raise ConfigError(f"{path}: {label}{key!r} is not a setting of this command")
             elif key not in registry.names:
                 raise unknown(key, label)
         if depth == len(command):
