@@ -736,10 +736,12 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     target_args = build_parser().parse_args(target)
     if args.config and not getattr(target_args, "config", None):
         target_args.config = args.config
-    settings = resolve(target_args)
+    settings = resolve(target_args, check=False)
     print(settings.to_json() if args.format == "json" else settings.to_toml(), end="")
     if args.format == "json":
         print()
+    sys.stdout.flush()
+    settings.kafka(required=False)  # an inconsistent connection: shown above, then reported
     return 0
 
 

@@ -703,10 +703,15 @@ def _validate(
     return {s.dest: getattr(validated, s.dest) for s in specs}, origins
 
 
-def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+def resolve(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, *, check: bool = True
+) -> Settings:
     """The settings of the command ``args`` was parsed for (by a :func:`finalize`\\ d parser):
     the flags given in ``args``, then ``environ`` (default ``os.environ``), then the file, then
-    the defaults; validated once. Raises :class:`~fraudstream.errors.ConfigError`."""
+    the defaults; validated once. Raises :class:`~fraudstream.errors.ConfigError`.
+
+    ``check=False`` leaves out the consistency of the Kafka connection (each value is still
+    checked), for ``config show`` to print an incomplete connection before it reports it."""
     env = os.environ if environ is None else environ
     leaf = args._sub
     specs: tuple[Setting, ...] = leaf.fs_specs
@@ -721,7 +726,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     known = {n for s in specs for n in s.env_names} | RESERVED_ENV
     ignored = tuple(sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known))
     settings = Settings(command, specs, values, origins, config, ignored)
-    settings.kafka(required=False)  # a connection that is set is checked now, not at first use
+    if check:
+        settings.kafka(required=False)  # a connection that is set is checked now, not at first use
     return settings
 
 

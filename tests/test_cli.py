@@ -201,6 +201,13 @@ def test_config_show_prints_values_and_where_they_came_from(tmp_path, capsys, mo
     assert "state_partitions = 16" in out and "# env FRAUDSTREAM_METRICS_PORT" in out
     assert "do-not-print-me" not in out
 
+    # an incomplete connection is shown, then reported
+    monkeypatch.delenv("FRAUDSTREAM_KAFKA_SASL_USERNAME")
+    assert main(["config", "show", "train", "--transactions", "t", "--labels", "l"]) == 2
+    captured = capsys.readouterr()
+    assert "[train]" in captured.out and 'security_protocol = "SASL_SSL"' in captured.out
+    assert "fraudstream: error: Kafka settings: security_protocol=SASL_SSL needs" in captured.err
+
 
 def _alert(i: int) -> dict:
     return {
