@@ -34,8 +34,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraudstream.cli import build_parser
-from fraudstream.settings import settings_of
 from fraudstream.kafka import create_topics, produce_streams
+from fraudstream.settings import settings_of
 from tests.flows.conftest import recent_stream
 from tests.flows.conftest import registry as registry  # the trained champion (session fixture)
 
