@@ -2,10 +2,11 @@
 #
 # Build:   docker build -t fraudstream .            (or: buildah build -t fraudstream .)
 #          make image                                (buildah, podman or docker: deploy/build-image.sh)
-# Run:     configuration by environment only (FRAUDSTREAM_<FLAG>, FRAUDSTREAM_KAFKA_*), e.g.
+# Run:     configuration by environment only (FRAUDSTREAM_<OPTION>, FRAUDSTREAM_KAFKA_*), e.g.
 #          docker run -e FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS=kafka:9092 \
 #            -v fs-state:/var/lib/fraudstream/state -v fs-recovery:/var/lib/fraudstream/recovery \
-#            -v ./registry:/var/lib/fraudstream/registry:ro -p 9400:9400 fraudstream
+#            -v ./registry:/var/lib/fraudstream/registry -p 9400:9400 fraudstream
+#          (`--entrypoint fraudstream IMAGE config show` prints the settings it would use)
 #
 # Offline builds (no package index reachable from the build): make image OFFLINE=1 downloads
 # the wheels on the host and passes them as the `wheelhouse` build context, with PIP_NO_INDEX=1.
@@ -56,8 +57,8 @@ ENV PATH=/opt/fraudstream/bin:$PATH \
     FRAUDSTREAM_REGISTRY=/var/lib/fraudstream/registry \
     FRAUDSTREAM_METRICS_PORT=9400 \
     FRAUDSTREAM_METRICS_ADDR=0.0.0.0
-# State and recovery must outlive the container (exact resume); the registry is mounted,
-# read-only is enough.
+# State and recovery must outlive the container (exact resume); the registry is mounted
+# writable (the canary auto-halt appends to its stages.jsonl).
 VOLUME ["/var/lib/fraudstream/state", "/var/lib/fraudstream/recovery"]
 USER 10001:10001
 WORKDIR /var/lib/fraudstream

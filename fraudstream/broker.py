@@ -18,11 +18,11 @@ It doubles as a fault-injection harness:
   (``broker.proxy.cut()``). ``tls_context`` makes that proxy terminate TLS: Tansu 0.6.0 has
   no working TLS listener of its own (see docs/security.md).
 
-Errors::
+Errors (the tree is in :mod:`fraudstream.errors`)::
 
     FraudstreamError
     └── BrokerError          the broker, its object store or its proxy is missing, exited,
-                             or never became ready
+                             or never became ready (also raised for a real cluster's failures)
 
 Readiness is a real Kafka Metadata request answered by the broker (ApiVersions when
 ``--authentication`` is in ``extra_args``: Tansu answers nothing else before a login), and a

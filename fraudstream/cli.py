@@ -1,9 +1,16 @@
-"""``fraudstream simulate | train | run | demo``.
+"""``fraudstream simulate | train | replay | backtest | model | retrain | run | alerts | config |
+demo``.
 
-Settings come from flags, then a TOML file (``--config``; keys as the long flag names with
-underscores, top level or under ``[fraudstream]``), then the environment: ``FRAUDSTREAM_<FLAG>``
-for any flag and ``FRAUDSTREAM_KAFKA_*`` for the Kafka connection (12-factor, for the sidecar).
-Secrets (``sasl_password``) are never printed.
+Settings come from flags, then the environment (``FRAUDSTREAM_<OPTION>``, and
+``FRAUDSTREAM_KAFKA_<OPTION>`` for the Kafka connection), then a TOML file (``--config`` or
+``FRAUDSTREAM_CONFIG``), then the defaults; :mod:`fraudstream.settings` reads and validates them
+once, and ``fraudstream config show COMMAND`` prints the result. Secrets are never printed.
+
+A failure an operator can act on (:class:`~fraudstream.errors.FraudstreamError`, a Kafka client
+error, a missing file) prints one line, ``fraudstream: error: ...``, and exits with status 2; the
+detail and traceback go to the log (the JSON record of ``run``; at DEBUG level for the text log of
+the other commands). A bug prints ``fraudstream: internal error: ...`` with its traceback and exits
+with status 1. A gate refusal exits with status 3, Ctrl-C with 130.
 """
 
 from __future__ import annotations
@@ -13,110 +20,49 @@ import logging
 import os
 import subprocess
 import sys
-import tomllib
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fraudstream.errors import ConfigError, FraudstreamError
+from fraudstream.errors import (
+    BrokerError,
+    ConfigError,
+    FraudstreamError,
+    InputDataError,
+)
+from fraudstream.settings import (
+    Typed,
+    add_kafka_options,
+    apply,
+    comma_list,
+    finalize,
+    flag_only,
+    resolve,
+)
 from fraudstream.timeutil import format_time_ms, format_window, parse_time_ms, parse_window
 
 if TYPE_CHECKING:
+    from fraudstream.kafka import KafkaSettings
     from fraudstream.replay.backtest import AssessmentProtocol
 
-__all__ = ["main"]
-
-_DEFAULTS: dict[str, Any] = {
-    "bootstrap_servers": None,
-    "security_protocol": "PLAINTEXT",
-    "sasl_mechanism": None,
-    "sasl_username": None,
-    "sasl_password": None,
-    "ssl_cafile": None,
-    "ssl_certfile": None,
-    "ssl_keyfile": None,
-}
+__all__ = ["build_parser", "main"]
 
 
-def _kafka_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("kafka (also FRAUDSTREAM_KAFKA_* environment variables)")
-    g.add_argument("--bootstrap-servers", help="host:port[,host:port]")
-    g.add_argument(
-        "--security-protocol",
-        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"],
-        help="default: PLAINTEXT",
-    )
-    g.add_argument(
-        "--sasl-mechanism",
-        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
-        help="with SASL_PLAINTEXT or SASL_SSL",
-    )
-    g.add_argument("--sasl-username", help="SASL user name")
-    g.add_argument("--sasl-password", help="prefer FRAUDSTREAM_KAFKA_SASL_PASSWORD")
-    g.add_argument("--ssl-cafile", help="CA certificate (PEM) to verify the brokers")
-    g.add_argument("--ssl-certfile", help="client certificate (PEM), for mTLS")
-    g.add_argument("--ssl-keyfile", help="client private key (PEM), for mTLS")
+def _settings(args: argparse.Namespace) -> KafkaSettings:
+    """The Kafka connection of this command (a :class:`ConfigError` without one)."""
+    settings = args._settings.kafka()
+    assert settings is not None
+    return settings
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from fraudstream.kafka import KafkaSettings
-
-    env = {}
-    for key in _DEFAULTS:
-        value = os.environ.get(f"FRAUDSTREAM_KAFKA_{key.upper()}")
-        if value:
-            env[key] = value
-    merged = {**{k: v for k, v in _DEFAULTS.items() if v is not None}, **env}
-    for key in _DEFAULTS:
-        value = getattr(args, key, None)
-        if value is not None:
-            merged[key] = value
-    if not merged.get("bootstrap_servers"):
-        raise FraudstreamError("no Kafka bootstrap servers: pass --bootstrap-servers")
-    return KafkaSettings(**merged)
-
-
-def _maybe_settings(args: argparse.Namespace) -> Any:
+def _maybe_settings(args: argparse.Namespace) -> KafkaSettings | None:
     """Kafka settings when a broker is configured (for ``kafka:TOPIC@FROM..TO`` inputs)."""
-    if getattr(args, "bootstrap_servers", None) or os.environ.get(
-        "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS"
-    ):
-        return _settings(args)
-    return None
-
-
-def _apply_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    args = parser.parse_args(argv)
-    defaults: dict[str, Any] = {}
-    config = getattr(args, "config", None)
-    if config:
-        data = tomllib.loads(Path(config).read_text())
-        data = data.get("fraudstream", data)
-        defaults.update({k.replace("-", "_"): v for k, v in data.items()})
-    for action in _all_actions(parser, args):
-        env = os.environ.get(f"FRAUDSTREAM_{action.dest.upper()}")
-        if env is not None and action.dest not in defaults and action.dest not in _DEFAULTS:
-            defaults[action.dest] = action.type(env) if action.type else env
-    if defaults:
-        for action in _all_actions(parser, args):
-            if action.dest in defaults and getattr(args, action.dest) == action.default:
-                setattr(args, action.dest, defaults[action.dest])
-    return args
-
-
-def _all_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Any]:
-    sub = getattr(args, "_sub", None)
-    return list(sub._actions) if sub is not None else []
-
-
-def _drift_kinds(value: str | list[str] | None) -> list[str]:
-    """``--drift`` kinds, comma-separated in each flag, env value or TOML string or array."""
-    items = [value] if isinstance(value, str) else value or []
-    kinds = [kind.strip() for item in items for kind in item.split(",")]
-    return list(dict.fromkeys(kind for kind in kinds if kind))
+    return args._settings.kafka(required=False)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from fraudstream.simulate import SimConfig, generate, write_jsonl
+    from fraudstream.jsonl import write_jsonl
+    from fraudstream.simulate import SimConfig, generate
 
     try:
         config = SimConfig(
@@ -125,7 +71,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             n_terminals=args.terminals,
             days=args.days,
             drift_at_day=args.drift_at,
-            drift_kinds=tuple(_drift_kinds(args.drift)),
+            drift_kinds=tuple(args.drift or ()),
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc
@@ -143,7 +89,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from fraudstream.kafka import create_topics, produce_streams
 
         settings = _settings(args)
-        create_topics(settings, {args.transactions_topic: args.partitions, args.labels_topic: 1})
+        create_topics(
+            settings, {args.transactions_topic: args.topic_partitions, args.labels_topic: 1}
+        )
         stamp: Any = args.stamp or ("now" if args.rate else "event")
         n, m = produce_streams(
             settings,
@@ -170,7 +118,7 @@ def _window(
 
 def _required_window(args: argparse.Namespace) -> tuple[int, int]:
     from_ms, to_ms = _window(args, "from_", "to", "--from/--to")
-    if from_ms is None or to_ms is None:  # argparse requires both; a config file may not
+    if from_ms is None or to_ms is None:  # the settings require both; kept for direct callers
         raise ConfigError("--from and --to are both required")
     return from_ms, to_ms
 
@@ -603,13 +551,16 @@ def _flow_config(args: argparse.Namespace) -> Any:
         model_registry=Path(args.registry),
         model_version=args.model_version,
         state_dir=Path(args.state_dir),
-        partitions=args.partitions,
+        partitions=args.state_partitions,
         tail=not args.no_tail,
         batch_size=args.batch_size,
         idle_grace_ms=args.idle_grace_ms,
         offset_policy=args.offset_policy,
         max_dead_letter_bytes=args.max_dead_letter_bytes,
         fetch_wait_ms=args.fetch_wait_ms,
+        canary_share=args.canary_share,
+        model_poll_s=args.model_poll_s,
+        drift="auto" if args.drift_detection == "on" else None,
     )
 
 
@@ -769,6 +720,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    from fraudstream.alerts import tail
+
+    printed = tail(
+        _settings(args),
+        args.alerts_topic,
+        follow=args.follow,
+        from_beginning=args.from_beginning,
+        out=sys.stdout,
+        timeout_s=args.timeout_s,
+    )
+    print(f"{printed} alerts from {args.alerts_topic!r}", file=sys.stderr)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    target = list(args.target) or ["run"]
+    target_args = build_parser().parse_args(target)
+    if args.config and not getattr(target_args, "config", None):
+        target_args.config = args.config
+    settings = resolve(target_args, check=False)
+    print(settings.to_json() if args.format == "json" else settings.to_toml(), end="")
+    if args.format == "json":
+        print()
+    sys.stdout.flush()
+    settings.kafka(required=False)  # an inconsistent connection: shown above, then reported
+    return 0
+
+
 _END_HELP = "end (exclusive), ISO or ms; a date-only end includes that whole day"
 
 _BACKTEST_DESCRIPTION = """\
@@ -810,25 +790,55 @@ of `fraudstream model promote`. Prints a JSON summary (also --summary PATH); exi
 the gate refuses."""
 
 
+_INPUT_HELP = "JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    """Options every command has: the settings file and the logs."""
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings file (also FRAUDSTREAM_CONFIG); flags and the environment win over it",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=None,
+        help="logs on stderr: json (default for run) or text (default for the other commands)",
+    )
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
+        help="lowest level logged (default: INFO)",
+    )
+
+
 def _registry_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", default="var/registry", help="model registry directory")
 
 
 def _who_args(p: argparse.ArgumentParser, *, reason_required: bool) -> None:
-    p.add_argument("--reason", required=reason_required, help="why, written to the stage log")
+    flag_only(
+        p.add_argument("--reason", required=reason_required, help="why, written to the stage log")
+    )
     p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
 
 
 def _gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--maturity-days",
-        type=float,
+        type=Typed(float, ge=0),
         default=8.0,
         help="how late labels may come: the evaluation window ends this long before as-of "
         "(default: 8)",
     )
     p.add_argument(
-        "--eval-days", type=float, default=7.0, help="length of the evaluation window (default: 7)"
+        "--eval-days",
+        type=Typed(float, gt=0),
+        default=7.0,
+        help="length of the evaluation window (default: 7)",
     )
     p.add_argument(
         "--max-fpr",
@@ -848,6 +858,11 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--transactions", required=True, help=f"transactions: {_INPUT_HELP}")
+    p.add_argument("--labels", required=True, help=f"labels: {_INPUT_HELP}")
+
+
 def _lifecycle_parsers(subs: Any) -> None:
     """``model list|history|promote|demote|rollback`` and ``retrain``."""
     p = subs.add_parser("model", help="the model registry: list, history, promote, rollback")
@@ -861,63 +876,61 @@ def _lifecycle_parsers(subs: Any) -> None:
         help="only versions in this stage",
     )
     p.add_argument("--kind", help="only versions of this kind (xgboost, river-logistic)")
-    p.set_defaults(func=cmd_model_list, _sub=p)
+    p.set_defaults(func=cmd_model_list)
 
     p = model.add_parser("history", help="every stage change, oldest first")
     _registry_arg(p)
     p.add_argument("--version", help="only this version's changes")
-    p.set_defaults(func=cmd_model_history, _sub=p)
+    p.set_defaults(func=cmd_model_history)
 
     p = model.add_parser(
         "promote",
         help="move a version to canary or production through the gate",
         description=_PROMOTE_DESCRIPTION,
     )
-    p.add_argument("--config", help="TOML settings file")
     p.add_argument("version", metavar="VERSION", help="the candidate (v3, v0003 or 3)")
-    p.add_argument("--to", required=True, choices=["canary", "production"], help="target stage")
-    _registry_arg(p)
-    p.add_argument(
-        "--transactions",
-        help="records to backtest on: JSONL(.gz), Parquet or kafka:TOPIC[@FROM..TO]",
+    flag_only(
+        p.add_argument("--to", required=True, choices=["canary", "production"], help="target stage")
     )
+    _registry_arg(p)
+    p.add_argument("--transactions", help=f"records to backtest on: {_INPUT_HELP} (with --labels)")
     p.add_argument("--labels", help="labels of those records, same forms")
     p.add_argument("--eval-from", help="evaluation window start (inclusive), ISO or ms")
     p.add_argument("--eval-to", help=f"evaluation window {_END_HELP}")
     _gate_args(p)
-    p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
+    flag_only(
+        p.add_argument("--force", action="store_true", help="promote even if the gate refuses")
+    )
     p.add_argument("--summary", help="write the gate's checks as JSON here")
     _who_args(p, reason_required=False)
-    _kafka_args(p)
-    p.set_defaults(func=cmd_model_promote, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_model_promote)
 
     p = model.add_parser("demote", help="move a version to shadow or archived (no gate)")
     p.add_argument("version", metavar="VERSION", help="the version (v3, v0003 or 3)")
-    p.add_argument("--to", required=True, choices=["shadow", "archived"], help="target stage")
+    flag_only(
+        p.add_argument("--to", required=True, choices=["shadow", "archived"], help="target stage")
+    )
     _registry_arg(p)
     _who_args(p, reason_required=True)
-    p.set_defaults(func=cmd_model_demote, _sub=p)
+    p.set_defaults(func=cmd_model_demote)
 
     p = model.add_parser("rollback", help="make the previous production version production again")
     _registry_arg(p)
     _who_args(p, reason_required=True)
-    p.set_defaults(func=cmd_model_rollback, _sub=p)
+    p.set_defaults(func=cmd_model_rollback)
 
     p = subs.add_parser(
         "retrain",
         help="nightly: replay, train a candidate, backtest vs production, register, gate",
         description=_RETRAIN_DESCRIPTION,
     )
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument(
-        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
-    )
-    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
+    _inputs(p)
     _registry_arg(p)
     p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
     p.add_argument(
         "--days",
-        type=float,
+        type=Typed(float, gt=0),
         default=30.0,
         help="how many days before as-of to replay (default: 30)",
     )
@@ -925,8 +938,13 @@ def _lifecycle_parsers(subs: Any) -> None:
     p.add_argument(
         "--challenger", action="store_true", help="train the online River challenger instead"
     )
-    p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--n-estimators", type=int, default=200, help="boosting rounds (champion only)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument(
+        "--n-estimators",
+        type=Typed(int, ge=1),
+        default=200,
+        help="boosting rounds (champion only; default: 200)",
+    )
     p.add_argument(
         "--promote",
         choices=["canary", "production"],
@@ -934,20 +952,22 @@ def _lifecycle_parsers(subs: Any) -> None:
     )
     p.add_argument("--summary", help="also write the JSON summary here")
     p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_retrain, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_retrain)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fraudstream", description=__doc__.splitlines()[0])
-    subs = parser.add_subparsers(dest="command", required=True)
-
+def _simulate_parser(subs: Any) -> None:
     p = subs.add_parser("simulate", help="generate a seeded stream to JSONL files or Kafka")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--customers", type=int, default=5000)
-    p.add_argument("--terminals", type=int, default=10000)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--seed", type=int, default=42, help="random seed: same seed, same stream")
+    p.add_argument(
+        "--customers", type=Typed(int, ge=1), default=5000, help="customers (default: 5000)"
+    )
+    p.add_argument(
+        "--terminals", type=Typed(int, ge=1), default=10000, help="terminals (default: 10000)"
+    )
+    p.add_argument(
+        "--days", type=Typed(int, ge=1), default=30, help="days of transactions (default: 30)"
+    )
     p.add_argument(
         "--drift-at",
         type=int,
@@ -959,7 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drift",
         action="extend",
-        type=_drift_kinds,
+        type=comma_list,
         default=None,
         metavar="KIND",
         help="drift from --drift-at on, repeatable or comma-separated: amount (legitimate "
@@ -968,7 +988,12 @@ def build_parser() -> argparse.ArgumentParser:
         "fraudstream.simulate",
     )
     p.add_argument("--out-dir", help="write JSONL here instead of producing to Kafka")
-    p.add_argument("--rate", type=float, default=None, help="events/s when producing")
+    p.add_argument(
+        "--rate",
+        type=Typed(float, gt=0),
+        default=None,
+        help="events/s when producing (default: as fast as the broker takes them)",
+    )
     p.add_argument(
         "--stamp",
         choices=["event", "now"],
@@ -976,26 +1001,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka timestamps: each record's own time (a history; default without --rate) "
         "or the producer's clock (a live stream; default with --rate)",
     )
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--transactions-topic", default="transactions")
-    p.add_argument("--labels-topic", default="labels")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_simulate, _sub=p)
+    p.add_argument(
+        "--topic-partitions",
+        "--partitions",
+        type=Typed(int, ge=1),
+        default=4,
+        help="partitions of the transactions topic if it is created (default: 4); "
+        "--partitions and FRAUDSTREAM_PARTITIONS are deprecated names",
+    )
+    p.add_argument(
+        "--transactions-topic", default="transactions", help="topic to produce transactions to"
+    )
+    p.add_argument("--labels-topic", default="labels", help="topic to produce labels to")
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_simulate)
 
+
+def _train_parser(subs: Any) -> None:
     p = subs.add_parser(
         "train",
         help="train the XGBoost champion (or --challenger) by replay and register it",
         description=_TRAIN_DESCRIPTION,
     )
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument(
-        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
-    )
-    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
+    _inputs(p)
     p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
-    p.add_argument("--registry", default="var/registry", help="model registry directory")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
-    p.add_argument("--n-estimators", type=int, default=200, help="boosting rounds (champion only)")
+    _registry_arg(p)
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument(
+        "--n-estimators",
+        type=Typed(int, ge=1),
+        default=200,
+        help="boosting rounds (champion only; default: 200)",
+    )
     p.add_argument(
         "--challenger",
         action="store_true",
@@ -1008,8 +1045,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stage to register in; default: shadow, or production for the first model of an "
         "empty registry; canary/production on a non-empty registry need --force",
     )
-    p.add_argument("--force", action="store_true", help="allow --stage canary/production")
-    p.add_argument("--reason", help="why, written to the stage log (required with --force)")
+    flag_only(
+        p.add_argument("--force", action="store_true", help="allow --stage canary/production")
+    )
+    flag_only(
+        p.add_argument("--reason", help="why, written to the stage log (required with --force)")
+    )
     p.add_argument("--actor", help="who, written to the stage log (default: user:<login>)")
     p.add_argument(
         "--train-from",
@@ -1020,49 +1061,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="end of the training window, exclusive; a date-only end includes that day "
         "(--train-from 2018-07-25 --train-to 2018-07-31 is 7 days); default: all",
     )
-    _kafka_args(p)
-    p.set_defaults(func=cmd_train, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_train)
 
+
+def _replay_parsers(subs: Any) -> None:
     p = subs.add_parser("replay", help="point-in-time replays of recorded streams")
     replay = p.add_subparsers(dest="replay_command", required=True)
     p = replay.add_parser("features", help="one feature row per transaction, to Parquet")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument(
-        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
-    )
-    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
-    p.add_argument("--feature-set", default="default")
+    _inputs(p)
+    p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
     p.add_argument("--out", required=True, help="output .parquet")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_replay_features, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_replay_features)
+
     p = replay.add_parser("archive", help="export a topic time range to Parquet by day")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--topic", default="decisions")
+    p.add_argument("--topic", default="decisions", help="topic to export (default: decisions)")
     p.add_argument("--from", dest="from_", required=True, help="start (inclusive), ISO or ms")
     p.add_argument("--to", required=True, help=_END_HELP)
     p.add_argument("--out", required=True, help="output directory (resumes if it exists)")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_replay_archive, _sub=p)
-    p = replay.add_parser("training-set", help="decision-time features + labels known at as-of")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--decisions", required=True, help="decision records, JSONL(.gz) or Parquet")
-    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
-    p.add_argument("--as-of", required=True, help="epoch ms or ISO date/datetime (UTC)")
-    p.add_argument("--maturity-days", type=float, default=30.0)
-    p.add_argument("--out", required=True, help="output .parquet")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_replay_training_set, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_replay_archive)
 
+    p = replay.add_parser("training-set", help="decision-time features + labels known at as-of")
+    p.add_argument("--decisions", required=True, help="decision records, JSONL(.gz) or Parquet")
+    p.add_argument("--labels", required=True, help=f"labels: {_INPUT_HELP}")
+    p.add_argument("--as-of", required=True, help="epoch ms or ISO date/datetime (UTC)")
+    p.add_argument(
+        "--maturity-days",
+        type=Typed(float, ge=0),
+        default=30.0,
+        help="a transaction without a label counts as legitimate once this old (default: 30)",
+    )
+    p.add_argument("--out", required=True, help="output .parquet")
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_replay_training_set)
+
+
+def _backtest_parser(subs: Any) -> None:
     p = subs.add_parser(
         "backtest",
         help="score a test period point in time; metrics + report",
         description=_BACKTEST_DESCRIPTION,
     )
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument(
-        "--transactions", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]"
-    )
-    p.add_argument("--labels", required=True, help="JSONL(.gz), Parquet, or kafka:TOPIC[@FROM..TO]")
+    _inputs(p)
     p.add_argument("--model", required=True, help="REGISTRY_DIR[:VERSION]")
     p.add_argument(
         "--from", dest="from_", required=True, help="test period start (inclusive), ISO or ms"
@@ -1095,38 +1137,76 @@ def build_parser() -> argparse.ArgumentParser:
         "transactions; an online model is replayed prequentially",
     )
     p.add_argument("--report", required=True, help="output directory")
-    _kafka_args(p)
-    p.set_defaults(func=cmd_backtest, _sub=p)
-    _lifecycle_parsers(subs)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_backtest)
 
+
+def _run_parser(subs: Any) -> None:
     p = subs.add_parser("run", help="the sidecar: score transactions from Kafka")
-    p.add_argument("--config", help="TOML settings file")
-    p.add_argument("--feature-set", default="default")
-    p.add_argument("--registry", default="var/registry")
-    p.add_argument("--model-version", default=None, help="default: latest")
-    p.add_argument("--state-dir", default="var/state")
-    p.add_argument("--recovery-dir", default="var/recovery")
-    p.add_argument("--no-recovery", action="store_true")
-    p.add_argument("--partitions", type=int, default=16, help="virtual state partitions")
+    p.add_argument("--feature-set", default="default", help="feature set name (default: default)")
+    _registry_arg(p)
+    p.add_argument(
+        "--model-version",
+        default=None,
+        help="serve this champion version (default: the registry's production stage)",
+    )
+    p.add_argument("--state-dir", default="var/state", help="RocksDB state directory")
+    p.add_argument(
+        "--recovery-dir", default="var/recovery", help="Bytewax recovery (snapshot) directory"
+    )
+    p.add_argument(
+        "--no-recovery",
+        action="store_true",
+        help="run without Bytewax recovery (a restart re-reads the topics from the start)",
+    )
+    p.add_argument(
+        "--state-partitions",
+        "--partitions",
+        type=Typed(int, ge=1),
+        default=16,
+        help="virtual state partitions, fixed for the life of the state directory (default: 16); "
+        "--partitions and FRAUDSTREAM_PARTITIONS are deprecated names",
+    )
     p.add_argument("--transactions-topic", default="transactions", help="input (DLQ: <topic>.dlq)")
     p.add_argument("--labels-topic", default="labels", help="late labels (DLQ: <topic>.dlq)")
     p.add_argument("--decisions-topic", default="decisions", help="the decision log")
     p.add_argument("--alerts-topic", default="alerts", help="drift and model alerts")
     p.add_argument(
-        "--batch-size", type=int, default=1000, help="records read per poll of the consumer"
+        "--batch-size",
+        type=Typed(int, ge=1),
+        default=1000,
+        help="records read per poll of the consumer",
     )
     p.add_argument(
         "--idle-grace-ms",
-        type=int,
+        type=Typed(int, ge=0),
         default=200,
         help="how long a caught-up input partition may hold the others back (ordering)",
     )
     p.add_argument(
         "--fetch-wait-ms",
-        type=int,
+        type=Typed(int, ge=0),
         default=5,
         help="longest a fetch waits for data (librdkafka fetch.wait.max.ms); brokers that "
         "answer slowly from their storage need more (Tansu on s3: 100)",
+    )
+    p.add_argument(
+        "--canary-share",
+        type=Typed(float, ge=0, le=1),
+        default=0.05,
+        help="share of transactions the canary model decides, by a hash of tx_id (default: 0.05)",
+    )
+    p.add_argument(
+        "--model-poll-s",
+        type=Typed(float, gt=0),
+        default=1.0,
+        help="how often the registry's stages are checked; changes apply between two batches",
+    )
+    p.add_argument(
+        "--drift-detection",
+        choices=["on", "off"],
+        default="on",
+        help="drift detectors and their alerts (periods of a day of event time; docs/models.md)",
     )
     p.add_argument(
         "--offset-policy",
@@ -1136,17 +1216,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-dead-letter-bytes",
-        type=int,
+        type=Typed(int, ge=1),
         default=256 * 1024,
         help="dead-letter copies are truncated past this size (header dlq.truncated)",
     )
-    p.add_argument("--epoch-interval", type=float, default=2.0, help="seconds between snapshots")
+    p.add_argument(
+        "--epoch-interval",
+        type=Typed(float, gt=0),
+        default=2.0,
+        help="seconds between snapshots (default: 2)",
+    )
     p.add_argument("--no-tail", action="store_true", help="stop at the end of the topics")
-    p.add_argument("--processes", type=int, default=1, help="local Bytewax processes")
-    p.add_argument("-w", "--workers", type=int, default=1, help="workers per process")
+    p.add_argument("--processes", type=Typed(int, ge=1), default=1, help="local Bytewax processes")
+    p.add_argument("-w", "--workers", type=Typed(int, ge=1), default=1, help="workers per process")
     p.add_argument("-a", "--addresses", help="cluster addresses host:port,... (Bytewax -a)")
-    p.add_argument("-i", "--process-id", type=int, default=0, help="this process (Bytewax -i)")
-    p.add_argument("--metrics-port", type=int, default=0, help="0 disables /metrics")
+    p.add_argument(
+        "-i", "--process-id", type=Typed(int, ge=0), default=0, help="this process (Bytewax -i)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=Typed(int, ge=0, le=65535),
+        default=0,
+        help="port of /metrics, /healthz and /readyz (+ process id); 0 disables them",
+    )
     p.add_argument(
         "--metrics-addr",
         default="127.0.0.1",
@@ -1154,70 +1246,224 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shutdown-timeout-s",
-        type=float,
+        type=Typed(float, gt=0),
         default=30.0,
         help="with --processes: children still running this long after SIGTERM are killed",
     )
     p.add_argument(
         "--stall-timeout-s",
-        type=float,
+        type=Typed(float, gt=0),
         default=120.0,
         help="/healthz fails after this long with input waiting and no progress",
     )
-    p.add_argument(
-        "--log-format", choices=["json", "text"], default=None, help="logs on stderr (default json)"
-    )
-    _kafka_args(p)
-    p.set_defaults(func=cmd_run, _sub=p)
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_run)
 
+
+def _alerts_parsers(subs: Any) -> None:
+    p = subs.add_parser("alerts", help="read the alerts topic")
+    alerts = p.add_subparsers(dest="alerts_command", required=True)
+    p = alerts.add_parser(
+        "tail",
+        help="print alerts one line each (no consumer group: commits nothing)",
+        description="Prints the alerts topic, one line per alert (fraudstream.alerts). Without "
+        "--from-beginning only alerts that arrive after the start are shown; without --follow "
+        "it stops at the end offsets found at the start.",
+    )
+    p.add_argument("--alerts-topic", default="alerts", help="topic to read (default: alerts)")
+    p.add_argument(
+        "--from-beginning", action="store_true", help="start at the earliest alert still kept"
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="keep printing new alerts until interrupted"
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=Typed(float, gt=0),
+        default=30.0,
+        help="bound on the metadata look-ups and, without --follow, the whole read (default: 30)",
+    )
+    add_kafka_options(p)
+    p.set_defaults(func=cmd_alerts_tail)
+
+
+def _config_parsers(subs: Any) -> None:
+    p = subs.add_parser("config", help="the settings every command reads")
+    config = p.add_subparsers(dest="config_command", required=True)
+    p = config.add_parser(
+        "show",
+        help="print a command's effective settings and where each came from",
+        description="Resolves the settings of COMMAND (default: run) as it would run with these "
+        "flags, this environment and this file, and prints them with their source "
+        "(flag, env, file, default); secrets are masked. The TOML output is a file that "
+        "--config reads back. Options of `config show` itself go before COMMAND.",
+    )
+    flag_only(
+        p.add_argument(
+            "--format",
+            choices=["toml", "json"],
+            default="toml",
+            help="output format (default: toml)",
+        )
+    )
+    p.add_argument(
+        "target",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND ...",
+        help="the command and its flags, as you would run it (default: run)",
+    )
+    p.set_defaults(func=cmd_config_show)
+
+
+def _demo_parser(subs: Any) -> None:
     p = subs.add_parser("demo", help="embedded broker end to end: simulate, train, score")
     p.add_argument("--workdir", default="var/demo", help="where the demo writes (replaced)")
-    p.add_argument("--customers", type=int, default=1000, help="simulated customers")
+    p.add_argument("--customers", type=Typed(int, ge=1), default=1000, help="simulated customers")
     p.add_argument(
-        "--history-days", type=int, default=60, help="days of history (>= the horizon + 14)"
+        "--history-days",
+        type=Typed(int, ge=1),
+        default=60,
+        help="days of history the sidecar drains and the models train on (>= the horizon + 14)",
     )
-    p.add_argument("--stream-days", type=int, default=10, help="live days after the history")
+    p.add_argument(
+        "--stream-days", type=Typed(int, ge=1), default=10, help="live days after the history"
+    )
     p.add_argument(
         "--rate",
-        type=float,
+        type=Typed(float, gt=0),
         default=5000.0,
         help="cap on the live events/s; the demo offers 1/4 of the rate the sidecar sustained "
         "while draining the history",
     )
     p.add_argument(
         "--drift",
+        choices=("amount", "new-pattern", "label", "none"),
         default="amount",
-        help="drift injected into the live days: amount, new-pattern, label or none",
+        help="drift injected into the live days (from live day 4)",
     )
-    p.set_defaults(func=cmd_demo, _sub=p)
-    return parser
+    p.set_defaults(func=cmd_demo)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; every option is a setting (:func:`fraudstream.settings.finalize`)."""
+    parser = _Parser(
+        prog="fraudstream",
+        description="Real-time fraud scoring: a Kafka sidecar, its models and their replays.",
+    )
+    subs = parser.add_subparsers(dest="command", required=True)
+    _simulate_parser(subs)
+    _train_parser(subs)
+    _replay_parsers(subs)
+    _backtest_parser(subs)
+    _lifecycle_parsers(subs)
+    _run_parser(subs)
+    _alerts_parsers(subs)
+    _config_parsers(subs)
+    _demo_parser(subs)
+    for leaf in _leaf_parsers(parser):
+        _common_args(leaf)
+    return finalize(parser)
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for child in subs[0].choices.values() for leaf in _leaf_parsers(child)]
+
+
+# --- running a command and reporting its failure --------------------------------------------
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """JSON for the sidecar (read by log pipelines), text for commands a person runs."""
+    chosen = getattr(args, "log_format", None)
+    if chosen is None:
+        chosen = os.environ.get("FRAUDSTREAM_LOG_FORMAT", "").strip().lower() or None
+    if chosen in ("json", "text"):
+        return str(chosen)
+    return "json" if getattr(args, "_command", ("",))[0] == "run" else "text"
+
+
+def _operational(exc: BaseException) -> FraudstreamError | None:
+    """The operational error ``exc`` is, or ``None`` for a bug."""
+    if isinstance(exc, FraudstreamError):
+        return exc
+    from aiokafka.errors import KafkaError
+    from confluent_kafka import KafkaException
+
+    if isinstance(exc, KafkaError | KafkaException):
+        return BrokerError(f"Kafka: {type(exc).__name__}: {exc}")
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return BrokerError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):  # a missing file or directory, no permission, a full disk
+        return InputDataError(str(exc))
+    return None
+
+
+def _one_line(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) or "(no detail)"
+
+
+def _report(args: argparse.Namespace, exc: Exception, secrets: list[str]) -> int:
+    """One line on stderr; the detail in the log. Returns the exit status."""
+    log = logging.getLogger("fraudstream.cli")
+    command = " ".join(getattr(args, "_command", ()))
+    error = _operational(exc)
+    if error is None:  # a bug: its traceback is what a report of it needs
+        log.error("%s failed unexpectedly", command, exc_info=exc, extra={"error_kind": "internal"})
+        line = _one_line(f"{type(exc).__name__}: {exc}", secrets)
+        print(f"fraudstream: internal error: {line}", file=sys.stderr)
+        return 1
+    line = _one_line(str(error), secrets)
+    # JSON logs keep the traceback in the record; a person's terminal gets it at DEBUG only
+    level = logging.ERROR if _log_format(args) == "json" else logging.DEBUG
+    log.log(
+        level,
+        "%s failed: %s",
+        command,
+        line,
+        exc_info=exc,
+        extra={"error_kind": error.kind, "error_type": type(exc).__name__},
+    )
+    print(f"fraudstream: error: {line}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else argv
-    args = _apply_config_file(parser, argv)
-    args._argv = list(argv)
     from fraudstream.logs import configure, register_secret
 
-    configure(getattr(args, "log_format", None) or _default_log_format(args))
-    register_secret(
-        getattr(args, "sasl_password", None) or os.environ.get("FRAUDSTREAM_KAFKA_SASL_PASSWORD")
-    )
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args._argv = argv
+    secrets: list[str] = []
+    try:
+        settings = resolve(args)
+    except FraudstreamError as exc:
+        configure(_log_format(args))
+        return _report(args, exc, secrets)
+    apply(args, settings)
+    secrets = settings.secrets()
+    for secret in secrets:
+        register_secret(secret)
+    configure(_log_format(args), args.log_level)
     try:
         return int(args.func(args))
-    except FraudstreamError as exc:
-        # one clear line for the person; the detail, traceback included, in the log
-        logging.getLogger("fraudstream.cli").error(
-            "%s failed: %s", args.command, exc, exc_info=True
-        )
-        print(f"fraudstream: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _default_log_format(args: argparse.Namespace) -> str:
-    """JSON for the sidecar (read by log pipelines), text for commands a person runs."""
-    return "json" if args.command == "run" else "text"
+    except KeyboardInterrupt:
+        print("fraudstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return _report(args, exc, secrets)
 
 
 if __name__ == "__main__":

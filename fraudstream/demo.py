@@ -27,6 +27,7 @@ import orjson
 from tqdm import tqdm
 
 from fraudstream.broker import EmbeddedBroker
+from fraudstream.errors import ConfigError
 from fraudstream.kafka import Record, consume, create_topics, produce_streams
 from fraudstream.simulate import SimConfig, generate
 
@@ -118,7 +119,7 @@ def run_demo(
     fs = default_feature_set()
     horizon_days = -(-fs.horizon_ms() // _DAY_MS)
     if history_days < horizon_days + 14:
-        raise ValueError(
+        raise ConfigError(
             f"--history-days must be at least {horizon_days + 14}: the features need "
             f"{horizon_days} days of history, then a week of training rows and a week for "
             "their labels to arrive"

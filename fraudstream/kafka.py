@@ -9,11 +9,14 @@ a sync form (``asyncio.run``; not callable from a running event loop) and an asy
 prefixed with ``a``. :func:`consume` uses manual partition assignment, never a consumer group,
 so it works on brokers whose group coordinator is flaky and leaves no offsets behind.
 
-Errors::
+Errors (see :mod:`fraudstream.errors`)::
 
-    RuntimeError
+    BrokerError
+    ├── BrokerTimeoutError   a consume/create_topics/end_offsets deadline passed (a TimeoutError)
     └── TopicCreationError   the broker refused to create a topic
-    TimeoutError             consume/create_topics deadline passed (built-in)
+
+Connection failures surface as aiokafka's own ``KafkaConnectionError``; the CLI reports them as
+broker errors.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
-from fraudstream.errors import FraudstreamError
+from fraudstream.errors import BrokerTimeoutError, ConfigError, TopicCreationError
 
 __all__ = [
     "KafkaSettings",
@@ -82,54 +86,78 @@ def _is_sasl_exchange(value: object) -> bool:
 logging.getLogger("aiokafka.conn").addFilter(_MaskSaslExchange())
 
 
-class TopicCreationError(FraudstreamError):
-    """The broker refused to create a topic for a reason other than that it exists."""
+def _secret(value: str | SecretStr | None) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if isinstance(value, str):
+        return SecretStr(value)
+    raise TypeError(f"a secret must be str or SecretStr, got {type(value).__name__}")
+
+
+def _reveal(value: SecretStr | str | None) -> str | None:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
-    """How to reach a Kafka cluster. Validated at construction; secrets never printed."""
+    """How to reach a Kafka cluster. Validated at construction; secrets never printed.
+
+    ``sasl_password`` and ``ssl_key_password`` may be given as ``str`` and are kept as pydantic
+    ``SecretStr`` (``repr``/``str`` show ``**********``); only :meth:`aiokafka_kwargs`,
+    :meth:`confluent_config` and :meth:`to_env` reveal them, for the clients. An inconsistent
+    combination raises :class:`~fraudstream.errors.ConfigError` (a ``ValueError``).
+
+    Built by the CLI from flags, environment and config file (:mod:`fraudstream.settings`), or
+    from the environment alone by :meth:`from_env`: both take the same path.
+    """
 
     bootstrap_servers: str
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
+    sasl_password: SecretStr | None = field(default=None, repr=False)
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = field(default=None, repr=False)
     client_id: str = "fraudstream"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sasl_password", _secret(self.sasl_password))
+        object.__setattr__(self, "ssl_key_password", _secret(self.ssl_key_password))
         if not self.bootstrap_servers.strip():
-            raise ValueError("bootstrap_servers must name at least one host:port")
+            raise ConfigError("bootstrap_servers must name at least one host:port")
         if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(
+            raise ConfigError(
                 f"security_protocol={self.security_protocol!r}; "
                 f"expected one of {sorted(SECURITY_PROTOCOLS)}"
             )
         if self.uses_sasl:
             if self.sasl_mechanism not in SASL_MECHANISMS:
-                raise ValueError(
+                raise ConfigError(
                     f"security_protocol={self.security_protocol} needs sasl_mechanism in "
                     f"{sorted(SASL_MECHANISMS)}, got {self.sasl_mechanism!r}"
                 )
             if not self.sasl_username or self.sasl_password is None:
-                raise ValueError(
+                raise ConfigError(
                     f"security_protocol={self.security_protocol} needs sasl_username "
                     "and sasl_password"
                 )
         elif self.sasl_mechanism or self.sasl_username or self.sasl_password is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"SASL settings given but security_protocol={self.security_protocol} "
                 "does not use SASL"
             )
-        if not self.uses_ssl and (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile):
-            raise ValueError(
-                f"ssl_* files given but security_protocol={self.security_protocol} does not use SSL"
+        ssl_files = (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, self.ssl_key_password)
+        if not self.uses_ssl and any(v is not None for v in ssl_files):
+            raise ConfigError(
+                f"ssl_* settings given but security_protocol={self.security_protocol} "
+                "does not use SSL"
             )
         if self.ssl_keyfile and not self.ssl_certfile:
-            raise ValueError("ssl_keyfile needs ssl_certfile")
+            raise ConfigError("ssl_keyfile needs ssl_certfile")
+        if self.ssl_key_password is not None and not self.ssl_keyfile:
+            raise ConfigError("ssl_key_password needs ssl_keyfile")
 
     @property
     def uses_sasl(self) -> bool:
@@ -145,33 +173,17 @@ class KafkaSettings:
     ) -> KafkaSettings:
         """Read ``{prefix}BOOTSTRAP_SERVERS``, ``SECURITY_PROTOCOL``, ``SASL_*``, ``SSL_*``.
 
-        Empty variables count as unset. ``environ`` defaults to ``os.environ``.
+        The same parsing and validation as the CLI's settings (:mod:`fraudstream.settings`):
+        empty variables count as unset, the protocol and mechanism are case-insensitive, values
+        are stripped except the passwords (spaces may be part of them). ``environ`` defaults to
+        ``os.environ``. Raises :class:`~fraudstream.errors.ConfigError` (a ``ValueError``).
         """
-        env = os.environ if environ is None else environ
+        from fraudstream.settings import kafka_from_env
 
-        def get(name: str) -> str | None:
-            value = env.get(prefix + name, "").strip()
-            return value or None
-
-        servers = get("BOOTSTRAP_SERVERS")
-        if servers is None:
-            raise ValueError(f"{prefix}BOOTSTRAP_SERVERS is not set")
-        protocol = get("SECURITY_PROTOCOL")
-        mechanism = get("SASL_MECHANISM")
-        return cls(
-            bootstrap_servers=servers,
-            security_protocol=protocol.upper() if protocol else "PLAINTEXT",
-            sasl_mechanism=mechanism.upper() if mechanism else None,
-            sasl_username=get("SASL_USERNAME"),
-            # The password is taken verbatim: spaces may be part of it.
-            sasl_password=env.get(prefix + "SASL_PASSWORD") or None,
-            ssl_cafile=get("SSL_CAFILE"),
-            ssl_certfile=get("SSL_CERTFILE"),
-            ssl_keyfile=get("SSL_KEYFILE"),
-        )
+        return kafka_from_env(os.environ if environ is None else environ, prefix=prefix)
 
     def redacted(self) -> dict[str, str | None]:
-        """Return the settings as a dict safe to log: the password is masked."""
+        """Return the settings as a dict safe to log: the passwords are masked."""
         return {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
@@ -181,12 +193,29 @@ class KafkaSettings:
             "ssl_cafile": self.ssl_cafile,
             "ssl_certfile": self.ssl_certfile,
             "ssl_keyfile": self.ssl_keyfile,
+            "ssl_key_password": None if self.ssl_key_password is None else _REDACTED,
             "client_id": self.client_id,
         }
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items() if v is not None)
         return f"KafkaSettings({fields})"
+
+    def to_env(self, prefix: str = "FRAUDSTREAM_KAFKA_") -> dict[str, str]:
+        """The environment variables :meth:`from_env` reads back into these settings, for a
+        child process. Holds the passwords: do not log it."""
+        values = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": _reveal(self.sasl_password),
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_key_password": _reveal(self.ssl_key_password),
+        }
+        return {prefix + k.upper(): v for k, v in values.items() if v is not None}
 
     def aiokafka_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients. Holds the password: do not log it."""
@@ -198,10 +227,13 @@ class KafkaSettings:
         if self.uses_sasl:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = self.sasl_password
+            kwargs["sasl_plain_password"] = _reveal(self.sasl_password)
         if self.uses_ssl:
             kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=_reveal(self.ssl_key_password),
             )
         return kwargs
 
@@ -217,17 +249,21 @@ class KafkaSettings:
             "security.protocol": self.security_protocol.lower(),
         }
         if self.uses_sasl:
+            password = _reveal(self.sasl_password)
             assert self.sasl_mechanism is not None
-            assert self.sasl_username is not None and self.sasl_password is not None
+            assert self.sasl_username is not None and password is not None
             config["sasl.mechanisms"] = self.sasl_mechanism
             config["sasl.username"] = self.sasl_username
-            config["sasl.password"] = self.sasl_password
+            config["sasl.password"] = password
         if self.ssl_cafile:
             config["ssl.ca.location"] = self.ssl_cafile
         if self.ssl_certfile:
             config["ssl.certificate.location"] = self.ssl_certfile
         if self.ssl_keyfile:
             config["ssl.key.location"] = self.ssl_keyfile
+        key_password = _reveal(self.ssl_key_password)
+        if key_password is not None:
+            config["ssl.key.password"] = key_password
         if producer:
             config["partitioner"] = "murmur2_random"
         return config
@@ -315,7 +351,7 @@ async def _await_topics_visible(
         if not missing:
             return
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"topics {sorted(missing)} not in cluster metadata yet")
+            raise BrokerTimeoutError(f"topics {sorted(missing)} not in cluster metadata yet")
         await asyncio.sleep(0.05)  # metadata propagation poll, bounded by the deadline
 
 
@@ -568,7 +604,7 @@ async def _partitions(
         if partitions:
             return [TopicPartition(topic, p) for p in sorted(partitions)]
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"topic {topic!r} not found in cluster metadata")
+            raise BrokerTimeoutError(f"topic {topic!r} not found in cluster metadata")
         await asyncio.sleep(0.05)  # metadata poll, bounded by the deadline
 
 
@@ -590,7 +626,7 @@ async def _end_offsets(
         while any(consumer.highwater(tp) is None for tp in probe):
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
-                raise TimeoutError(f"no fetch response for {probe} to confirm end offsets")
+                raise BrokerTimeoutError(f"no fetch response for {probe} to confirm end offsets")
             await consumer.getmany(timeout_ms=max(1, int(min(remaining_s, 0.1) * 1000)))
         for tp in probe:
             ends[tp] = max(ends[tp], consumer.highwater(tp))
@@ -668,7 +704,7 @@ async def aconsume(
                     if until is not None
                     else f"end offsets {dict(sorted((tp.partition, o) for tp, o in ends.items()))}"
                 )
-                raise TimeoutError(
+                raise BrokerTimeoutError(
                     f"consume({topic!r}) saw {len(records)} records in {timeout_s}s; "
                     f"waiting for {goal}"
                 )

@@ -84,18 +84,14 @@ nominal and not converted between currencies.
 
 from __future__ import annotations
 
-import gzip
 import math
-import os
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import IO, Literal
 
 import numpy as np
-import orjson
 
+from fraudstream.jsonl import read_jsonl, write_jsonl  # their home before fraudstream.jsonl
 from fraudstream.runtime import gc_paused
 
 __all__ = [
@@ -953,47 +949,3 @@ def _records(
         for r, s in zip(fraud_rows.tolist(), b.fraud[fraud_rows].tolist(), strict=True)
     }
     return Simulation(transactions=transactions, labels=_label_records(labels, tx_ids), fraud=fraud)
-
-
-@contextmanager
-def _open(path: str | os.PathLike[str], mode: Literal["r", "w"]) -> Iterator[IO[bytes]]:
-    with open(path, mode + "b") as raw:
-        if not os.fspath(path).endswith(".gz"):
-            yield raw
-            return
-        # mtime=0 and no name in the header: equal records give byte-identical files
-        with gzip.GzipFile(
-            filename="", mode=mode + "b", fileobj=raw, mtime=0, compresslevel=6
-        ) as gz:
-            yield gz  # type: ignore[misc]
-
-
-def write_jsonl(path: str | os.PathLike[str], records: Iterable[dict]) -> int:
-    """Write one orjson document per line (gzip for a ``.gz`` path); return the count."""
-    count = 0
-    buffer: list[bytes] = []
-    with _open(path, "w") as out:
-        for record in records:
-            buffer.append(orjson.dumps(record))
-            count += 1
-            if len(buffer) >= 10_000:
-                out.write(b"\n".join(buffer) + b"\n")
-                buffer.clear()
-        if buffer:
-            out.write(b"\n".join(buffer) + b"\n")
-    return count
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict]:
-    """Yield the records of a file written by :func:`write_jsonl`; blank lines are skipped."""
-    with _open(path, "r") as src:
-        for lineno, line in enumerate(src, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}:{lineno}: invalid JSON: {exc}") from exc
-            if type(record) is not dict:
-                raise ValueError(f"{os.fspath(path)}:{lineno}: expected an object")
-            yield record

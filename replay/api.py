@@ -13,8 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fraudstream.errors import ConfigError
+from fraudstream.jsonl import read_jsonl
 from fraudstream.replay.features import ReplayResult, replay_features
-from fraudstream.simulate import read_jsonl
 from fraudstream.state.features import FeatureSet, get_feature_set
 from fraudstream.timeutil import parse_time_ms
 
@@ -46,7 +47,7 @@ def read_records(path: str | Path, kafka: Any = None) -> Iterator[dict[str, Any]
         from fraudstream.replay.archive import read_topic_range
 
         if kafka is None:
-            raise ValueError(f"{path}: a Kafka source needs Kafka settings (--bootstrap-servers)")
+            raise ConfigError(f"{path}: a Kafka source needs Kafka settings (--bootstrap-servers)")
         topic, from_ms, to_ms = _parse_kafka_spec(path)
         for value in read_topic_range(kafka, topic, from_ms=from_ms, to_ms=to_ms):
             try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from fraudstream.errors import FraudstreamError
+from fraudstream.errors import InputDataError
 from fraudstream.replay.features import to_label
 from fraudstream.replay.training import labels_as_of
 from fraudstream.state.features import get_feature_set
@@ -54,13 +54,13 @@ def training_set(
         if names is None:
             fs = get_feature_set(fs_meta["name"])
             if fs.fingerprint != fs_meta["fingerprint"]:
-                raise FraudstreamError(
+                raise InputDataError(
                     f"decisions were logged with feature set {fs_meta['name']!r} fingerprint "
                     f"{fs_meta['fingerprint']}, this build has {fs.fingerprint}"
                 )
             names, fingerprint = list(fs.feature_names), fs_meta["fingerprint"]
         elif fs_meta["fingerprint"] != fingerprint:
-            raise FraudstreamError(f"decision {tx_id} uses another feature set: {fs_meta}")
+            raise InputDataError(f"decision {tx_id} uses another feature set: {fs_meta}")
         label = known.get(tx_id)
         if label != 1 and d["event_time_ms"] > as_of_ms - maturity_ms:
             continue  # not mature: absence of a chargeback means nothing yet

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+
 import numpy as np
 import orjson
 import pytest
 
+from fraudstream.alerts import format_alert
 from fraudstream.cli import build_parser, main
+from fraudstream.kafka import create_topics, produce
 from fraudstream.models import train_champion
 from fraudstream.models.registry import ModelRegistry
 from fraudstream.state.features import handbook_feature_set
@@ -127,14 +133,30 @@ def test_model_commands(tmp_path, capsys):
     assert "no previous production" in capsys.readouterr().err
 
 
-def test_every_lifecycle_option_has_help():
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    leaves = [commands["train"], commands["backtest"], commands["retrain"]]
-    leaves += commands["model"]._subparsers._group_actions[0].choices.values()
-    for leaf in leaves:
-        for action in leaf._actions:
-            assert action.help, f"{leaf.prog} {action.option_strings or action.dest}: no help"
+def _leaves(parser, path=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield " ".join(path), parser
+        return
+    for name, child in subs[0].choices.items():
+        assert (subs[0].choices and child.description) or _help_of(subs[0], name), name
+        yield from _leaves(child, (*path, name))
+
+
+def _help_of(subparsers, name):
+    return next(a.help for a in subparsers._choices_actions if a.dest == name)
+
+
+def test_every_option_of_every_command_has_help():
+    leaves = dict(_leaves(build_parser()))
+    assert {"run", "simulate", "model promote", "alerts tail", "config show"} <= set(leaves)
+    missing = [
+        f"fraudstream {command} {action.option_strings or action.dest}"
+        for command, leaf in leaves.items()
+        for action in leaf._actions
+        if not (action.help and action.help.strip())
+    ]
+    assert not missing, f"options without help: {missing}"
 
 
 def test_run_without_bootstrap_servers_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -149,3 +171,92 @@ def test_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for command in ("simulate", "train", "run", "demo", "model", "retrain", "backtest"):
         assert command in out
+
+
+def test_config_show_prints_values_and_where_they_came_from(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "fraudstream.toml"
+    config.write_text("[run]\nbatch_size = 50\n[kafka]\nbootstrap_servers = 'file:9092'\n")
+    monkeypatch.setenv("FRAUDSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("FRAUDSTREAM_METRICS_PORT", "9400")
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_SASL_PASSWORD", "do-not-print-me")
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_SASL_USERNAME", "scorer")
+    assert main(["config", "show", "--format", "json", "run", "--state-partitions", "8"]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    run, kafka = shown["settings"]["run"], shown["settings"]["kafka"]
+    assert (run["state_partitions"]["value"], run["state_partitions"]["source"]) == (8, "flag")
+    assert (run["metrics_port"]["value"], run["metrics_port"]["from"]) == (
+        9400,
+        "FRAUDSTREAM_METRICS_PORT",
+    )
+    assert (run["batch_size"]["value"], run["batch_size"]["source"]) == (50, "file")
+    assert (run["state_dir"]["value"], run["state_dir"]["source"]) == ("var/state", "default")
+    assert kafka["bootstrap_servers"]["value"] == "file:9092"
+    assert kafka["sasl_password"]["value"] == "***" and "do-not-print-me" not in out
+
+    assert main(["config", "show"]) == 0  # TOML, for run, by default
+    out = capsys.readouterr().out
+    assert "state_partitions = 16" in out and "# env FRAUDSTREAM_METRICS_PORT" in out
+    assert "do-not-print-me" not in out
+
+    # an incomplete connection is shown, then reported
+    monkeypatch.delenv("FRAUDSTREAM_KAFKA_SASL_USERNAME")
+    assert main(["config", "show", "train", "--transactions", "t", "--labels", "l"]) == 2
+    captured = capsys.readouterr()
+    assert "[train]" in captured.out and 'security_protocol = "SASL_SSL"' in captured.out
+    assert "fraudstream: error: Kafka settings: security_protocol=SASL_SSL needs" in captured.err
+
+
+def _alert(i: int) -> dict:
+    return {
+        "schema_version": 1,
+        "id": f"score_psi/v0001/{i}",
+        "state": "firing",
+        "severity": "warning",
+        "kind": "score_drift",
+        "detector": "score_psi",
+        "statistic": 0.25 + i,
+        "threshold": 0.1,
+        "window": {"events": 2000, "from_ms": 1_700_000_000_000, "to_ms": 1_700_000_600_000},
+        "last_event_ms": 1_700_000_600_000,
+        "models": {"champion": "v0001"},
+        "runbook": "docs/runbook.md#score-drift",
+    }
+
+
+def test_alerts_tail_prints_the_topic_from_flags_or_environment(
+    kafka_settings, unique_topic, capsys, monkeypatch
+):
+    topic = unique_topic("alerts")
+    create_topics(kafka_settings, {topic: 2})
+    alerts = [_alert(i) for i in range(3)]
+    produce(kafka_settings, topic, alerts, key=lambda a: a["id"])
+    for key in list(os.environ):
+        if key.startswith("FRAUDSTREAM_KAFKA_"):
+            monkeypatch.delenv(key)
+    servers = ["--bootstrap-servers", kafka_settings.bootstrap_servers]
+    argv = ["alerts", "tail", "--alerts-topic", topic, "--from-beginning"]
+    assert main([*argv, *servers]) == 0
+    captured = capsys.readouterr()
+    assert sorted(captured.out.splitlines()) == sorted(format_alert(a) for a in alerts)
+    assert "3 alerts" in captured.err
+
+    # the connection and the topic from the environment, as in a container
+    for key, value in kafka_settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRAUDSTREAM_ALERTS_TOPIC", topic)
+    assert main(["alerts", "tail", "--from-beginning"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    # without --from-beginning only new alerts: none, and it stops at the end
+    assert main(["alerts", "tail"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_alerts_tail_of_a_missing_topic_is_one_line(kafka_settings, unique_topic, capsys):
+    argv = ["alerts", "tail", "--bootstrap-servers", kafka_settings.bootstrap_servers]
+    argv += ["--alerts-topic", unique_topic("absent"), "--timeout-s", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "fraudstream: error: topic" in err and "not found in cluster metadata" in err

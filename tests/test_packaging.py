@@ -33,8 +33,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraudstream.cli import _DEFAULTS, build_parser
+from fraudstream.cli import build_parser
 from fraudstream.kafka import create_topics, produce_streams
+from fraudstream.settings import settings_of
 from tests.flows.conftest import recent_stream
 from tests.flows.conftest import registry as registry  # the trained champion (session fixture)
 
@@ -45,15 +46,12 @@ KUBERNETES = REPO / "deploy" / "kubernetes" / "sidecar.yaml"
 
 
 def _run_settings() -> set[str]:
-    """Every environment variable ``fraudstream run`` reads."""
-    run = build_parser().parse_args(["run"])._sub
-    flags = {
-        f"FRAUDSTREAM_{action.dest.upper()}"
-        for action in run._actions
-        if action.dest not in _DEFAULTS and action.dest not in ("help", "config")
-    }
-    kafka = {f"FRAUDSTREAM_KAFKA_{key.upper()}" for key in _DEFAULTS}
-    return flags | kafka | {"FRAUDSTREAM_LOG_LEVEL"}
+    """Every environment variable ``fraudstream run`` reads, by its current name (a deprecated
+    name such as FRAUDSTREAM_PARTITIONS still works, but deploy files must not teach it)."""
+    names = {spec.env for spec in settings_of(build_parser())[("run",)]}
+    assert {"FRAUDSTREAM_STATE_PARTITIONS", "FRAUDSTREAM_KAFKA_SASL_PASSWORD"} <= names
+    assert "FRAUDSTREAM_PARTITIONS" not in names
+    return names
 
 
 def _image_volumes() -> list[str]:
@@ -88,8 +86,14 @@ def test_image_runs_the_sidecar_as_a_non_root_user_configured_by_environment():
 def test_compose_sidecar_settings_and_volumes():
     sidecar = yaml.safe_load(COMPOSE.read_text())["services"]["fraudstream"]
     assert set(sidecar["environment"]) <= _run_settings()
-    targets = [v.split(":")[1] for v in sidecar["volumes"]]
-    assert set(_image_volumes()) <= set(targets)
+    # SOURCE:TARGET[:MODE], where SOURCE may be ${VAR:-default}
+    mounts = dict(re.fullmatch(r".+:(/[^:]+)(?::(\w+))?", v).groups() for v in sidecar["volumes"])
+    assert set(_image_volumes()) <= set(mounts)
+    # the canary auto-halt appends to the registry's stages.jsonl: mounted writable
+    registry = sidecar["environment"].get(
+        "FRAUDSTREAM_REGISTRY", _image_env()["FRAUDSTREAM_REGISTRY"]
+    )
+    assert registry in mounts and mounts[registry] != "ro"
     port = sidecar["environment"]["FRAUDSTREAM_METRICS_PORT"]
     assert any(p.endswith(f":{port}:{port}") for p in sidecar["ports"])
 
@@ -138,7 +142,12 @@ def test_kubernetes_probes_scrape_secrets_and_security_agree():
         assert mounts[path]["name"] in claims and not mounts[path].get("readOnly", False)
     assert env["FRAUDSTREAM_STATE_DIR"]["value"] in mounts
     assert env["FRAUDSTREAM_RECOVERY_DIR"]["value"] in mounts
-    assert mounts[env["FRAUDSTREAM_REGISTRY"]["value"]]["readOnly"] is True
+    # the registry is shared with the training jobs and written by the canary auto-halt
+    # (stages.jsonl): a writable mount of a ReadWriteMany claim
+    registry = mounts[env["FRAUDSTREAM_REGISTRY"]["value"]]
+    assert not registry.get("readOnly", False)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert not volumes[registry["name"]]["persistentVolumeClaim"].get("readOnly", False)
     assert container["resources"]["limits"]["memory"]
 
 
@@ -230,17 +239,13 @@ def _sidecar_input(kafka_settings, unique_topic) -> tuple[dict[str, str], int]:
     )
     sim = recent_stream(seed=11, customers=80, days=2, days_ago=3)
     n, _ = produce_streams(kafka_settings, tx, labels, sim.transactions, sim.labels, stamp="event")
-    settings = {
-        f"FRAUDSTREAM_KAFKA_{key.upper()}": str(getattr(kafka_settings, key))
-        for key in _DEFAULTS  # the test cluster's own security settings, if any
-        if getattr(kafka_settings, key) is not None
-    }
+    settings = kafka_settings.to_env()  # the test cluster's own security settings, if any
     settings.update(
         FRAUDSTREAM_TRANSACTIONS_TOPIC=tx,
         FRAUDSTREAM_LABELS_TOPIC=labels,
         FRAUDSTREAM_ALERTS_TOPIC=f"{base}.alerts",
         FRAUDSTREAM_DECISIONS_TOPIC=decisions,
-        FRAUDSTREAM_PARTITIONS="4",
+        FRAUDSTREAM_STATE_PARTITIONS="4",
     )
     return settings, n
 
@@ -321,7 +326,7 @@ def test_image_runs_read_only_on_environment_alone(
     name = f"fraudstream-test-{port}"
     cmd = [ENGINE, "run", "--rm", "--name", name, "--network", "host", "--read-only"]
     cmd += [f"--volume={data / d}:/var/lib/fraudstream/{d}" for d in ("state", "recovery")]
-    cmd += [f"--volume={data / 'registry'}:/var/lib/fraudstream/registry:ro"]
+    cmd += [f"--volume={data / 'registry'}:/var/lib/fraudstream/registry"]
     cmd += [arg for key in settings for arg in ("--env", key)]  # values from the environment
     cmd += [IMAGE]
     try:
