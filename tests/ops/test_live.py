@@ -74,7 +74,6 @@ def _produce(settings, topic: str, txs) -> None:
 @pytest.fixture(scope="module")
 def sidecar(kafka_settings, registry, tmp_path_factory, stream) -> Iterator[Sidecar]:
     """A healthy sidecar that has decided the first half of the stream."""
-    tool("prometheus")  # skip (or fail) before starting anything
     t = ops_topics(kafka_settings, f"ops-{uuid4().hex[:8]}")
     sidecar = start_sidecar(kafka_settings, registry, tmp_path_factory.mktemp("healthy"), t)
     try:
@@ -94,7 +93,6 @@ def sidecar(kafka_settings, registry, tmp_path_factory, stream) -> Iterator[Side
 @pytest.fixture(scope="module")
 def unready(kafka_settings, registry, tmp_path_factory) -> Iterator[Sidecar]:
     """A sidecar whose transactions topic does not exist: it runs, and stays unready."""
-    tool("prometheus")
     t = ops_topics(kafka_settings, f"ops-{uuid4().hex[:8]}", with_transactions=False)
     sidecar = start_sidecar(kafka_settings, registry, tmp_path_factory.mktemp("unready"), t)
     try:
@@ -104,9 +102,15 @@ def unready(kafka_settings, registry, tmp_path_factory) -> Iterator[Sidecar]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(sidecar, unready, tmp_path_factory) -> Iterator[Prometheus]:
+def prometheus_bin() -> str:
+    return tool("prometheus")
+
+
+@pytest.fixture(scope="module")
+def prometheus(prometheus_bin, sidecar, unready, tmp_path_factory) -> Iterator[Prometheus]:
+    """Listed first, ``prometheus_bin`` skips (or fails) before the sidecars start."""
     server = Prometheus(
-        tool("prometheus"),
+        prometheus_bin,
         tmp_path_factory.mktemp("prometheus"),
         [sidecar.target, unready.target],
         shortened_rules(),
