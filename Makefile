@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test soak lint format typecheck bench image clean
+.PHONY: help install tools demo test soak lint format typecheck bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,15 @@ format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint ## lint, then the whole test suite (embedded broker included)
+tools: ## promtool + prometheus for the alert-rule tests (Debian package, apt-get) if missing
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
+	deploy/prometheus/install-tools.sh || \
+	case "$${CI:-}$${FRAUDSTREAM_REQUIRE_TOOLS:-}" in \
+	  ""|0|false|no) echo "make tools: no promtool/prometheus: their tests will skip" >&2 ;; \
+	  *) exit 1 ;; \
+	esac
+
+test: lint tools ## lint, then the whole test suite (embedded broker, Prometheus included)
 	$(BIN)/pytest -q
 
 soak: $(STAMP) ## long runs: fault campaign (~100k events, 16 faults; report in var/soak), drift at scale

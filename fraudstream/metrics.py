@@ -10,7 +10,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from fraudstream.health import HEALTH
 
 __all__ = [
     "ALERTS",
@@ -18,6 +20,7 @@ __all__ = [
     "DLQ",
     "DRIFT",
     "EVENTS",
+    "HEALTH_METRICS",
     "INPUT",
     "LABELS",
     "LAST_BATCH",
@@ -236,6 +239,59 @@ DRIFT = Gauge(
     "The drift monitor's current statistics (PSI, rolling recall/FPR/AUC, ...), by name",
     ["name"],
 )
+# Every (kind, severity, state) the decision step can publish starts at 0. A counter series that
+# appears at its first increment hides that increment from rate() and increase(), and the alert
+# rules (deploy/prometheus/alerts.yml) count exactly these first increments.
+for _kind, _severity, _states in (
+    ("score_drift", "warning", ("firing", "resolved")),  # score_psi
+    ("score_drift", "info", ("firing", "resolved")),  # score_adwin
+    ("feature_drift", "warning", ("firing", "resolved")),
+    ("performance", "critical", ("firing", "resolved")),
+    ("challenger_better", "info", ("firing", "resolved")),
+    ("canary_halt", "warning", ("firing",)),
+    ("model_failure", "critical", ("firing",)),  # the production model
+    ("model_failure", "warning", ("firing",)),  # a canary or shadow model
+):
+    for _state in _states:
+        ALERTS.labels(_kind, _severity, _state)
+
+
+class _HealthCollector:
+    """``/readyz`` and ``/healthz`` as gauges, read from :data:`~fraudstream.health.HEALTH` at
+    scrape time: Prometheus does not probe those paths, and the alert rules need both."""
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        failing = HEALTH.failing()
+        stalled = HEALTH.stalled()
+        ready = GaugeMetricFamily(
+            "fraudstream_ready", "1 when /readyz answers 200 (every readiness condition holds)"
+        )
+        ready.add_metric([], 0.0 if failing else 1.0)
+        conditions = GaugeMetricFamily(
+            "fraudstream_readiness_failing",
+            "1 for each readiness condition that fails (the lines /readyz lists)",
+            labels=["condition"],
+        )
+        for name in sorted(failing):
+            conditions.add_metric([name], 1.0)
+        live = GaugeMetricFamily(
+            "fraudstream_live",
+            "1 when /healthz answers 200; 0 when a component has had work pending and made no "
+            "progress for longer than the stall timeout",
+        )
+        live.add_metric([], 0.0 if stalled else 1.0)
+        components = GaugeMetricFamily(
+            "fraudstream_stalled",
+            "1 for each component that /healthz reports stalled",
+            labels=["component"],
+        )
+        for name in sorted(stalled):
+            components.add_metric([name], 1.0)
+        return [ready, conditions, live, components]
+
+
+HEALTH_METRICS = _HealthCollector()
+REGISTRY.register(HEALTH_METRICS)
 
 
 class _Quiet(WSGIRequestHandler):
@@ -244,8 +300,6 @@ class _Quiet(WSGIRequestHandler):
 
 
 def _app(metrics_app: Any) -> Any:
-    from fraudstream.health import HEALTH
-
     def text(start_response: Any, status: str, body: str) -> list[bytes]:
         start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
         return [body.encode()]
