@@ -98,6 +98,7 @@ class DecisionStep:
         warmup = cfg.drift_warmup_ms
         self.warmup_ms = fs.horizon_ms() if warmup is None else warmup
         self._trained: dict[str, int] = {}
+        self._row_failures_alerted: set[str] = set()
         self.models = ModelSet(
             cfg.registry, fs, pinned=cfg.pinned_version, online_state=online_raw, poll_s=cfg.poll_s
         )
@@ -186,6 +187,19 @@ class DecisionStep:
             out.changes.append(change)
             out.alerts.append(self._failure_alert(change))
         decider.failures.clear()
+        failed_rows = [o for o in out.dead if o[2] == "processing_error:decide"]
+        version = self.models.production.version
+        if failed_rows and version not in self._row_failures_alerted:
+            # rows the champion could not score go to the dead-letter topic; say so once
+            self._row_failures_alerted.add(version)
+            change = Change(
+                "failed",
+                version,
+                "production",
+                f"{len(failed_rows)} rows could not be scored (dead-lettered), first: "
+                f"{failed_rows[0][3]}",
+            )
+            out.alerts.append(self._failure_alert(change))
         self._watch(out)
         return out
 
