@@ -75,7 +75,7 @@ from fraudstream.state.decisions import DECISIONS_FORMAT
 from fraudstream.state.entities import ENTITY_FORMAT, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
 from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_LEARN, EV_TX, Ingest
-from fraudstream.state.ops import base_features, partition_of
+from fraudstream.state.ops import OpBatch, base_matrix, partitions_of
 from fraudstream.state.rocksdb import RocksKV
 from fraudstream.state.txindex import INDEX_FORMAT
 
@@ -262,10 +262,23 @@ class _IngestLogic(StatefulBatchLogic):
         EVENTS.labels(cfg.topics.transactions).inc(n_tx)
         EVENTS.labels(cfg.topics.labels).inc(len(recs) - n_tx)
         result = self.ingest.process([r.value for r in recs])
+        batch = result.batch
         n = cfg.partitions
-        groups: dict[int, list[Any]] = defaultdict(list)
-        for o in result.ops:
-            groups[partition_of(o[2], n)].append(o)
+        groups: list[tuple[int, OpBatch]] = []
+        if len(batch):
+            part = partitions_of(batch.entity, n)
+            order = np.argsort(part, kind="stable")  # op order kept within a partition
+            counts = np.bincount(part, minlength=n)
+            for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist())):
+                if len(idx):
+                    groups.append((p, batch.take(idx)))
+        txs = result.txs
+        base = base_matrix(
+            fs,
+            np.fromiter((tx.event_time_ms for tx in txs), dtype=np.int64, count=len(txs)),
+            np.fromiter((tx.amount for tx in txs), dtype=np.float64, count=len(txs)),
+        ).tolist()
+        next_tx = 0
         items: list[Any] = []
         for ev in result.events:
             kind = ev[0]
@@ -283,7 +296,8 @@ class _IngestLogic(StatefulBatchLogic):
                     "key": rec.key,
                     "raw": rec.raw,
                 }
-                items.append(("tx", tx.tx_id, meta, base_features(fs, tx), ev[2], ev[3]))
+                items.append(("tx", tx.tx_id, meta, base[next_tx], ev[2], ev[3]))
+                next_tx += 1
             elif kind == EV_DUPLICATE:
                 rec = recs[ev[1]]
                 meta = {
@@ -302,7 +316,7 @@ class _IngestLogic(StatefulBatchLogic):
                 out.append(("x", _dead(cfg, rec, "duplicate_conflict", detail)))
             elif kind == EV_LEARN:
                 items.append(("learn", *ev[1:]))
-        for p, ops in groups.items():
+        for p, ops in groups:
             out.append(("e", (f"e{p}", (p, ops))))
         if items:
             out.append(("d", ("decide", ("items", items))))
@@ -334,7 +348,7 @@ class _EntityLogic(StatefulBatchLogic):
         self.part: EntityPartition | None = None
         self._hits = self._misses = 0
 
-    def on_batch(self, values: list[tuple[int, list[Any]]]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[tuple[int, OpBatch]]) -> tuple[list[Any], bool]:
         part = self.part
         if part is None:
             store = _open_store(
@@ -348,7 +362,8 @@ class _EntityLogic(StatefulBatchLogic):
                 sweep_every_ms=self.cfg.sweep_every_ms,
                 keep_decoded=False,
             )
-        result = part.process([o for _, ops in values for o in ops])
+        batch = OpBatch.concat([ops for _, ops in values])
+        result = part.process(batch)
         # Write through after every batch: flushing only at snapshots wrote an epoch's worth of
         # entities at once and showed as a latency spike every epoch.
         part.flush()
@@ -357,7 +372,9 @@ class _EntityLogic(StatefulBatchLogic):
             STEP_ERRORS.labels("entities").inc(len(result.errors))
             for o, reason in result.errors:
                 log.error("entity op failed (%s): %s", o[:4], reason)
-        return [("parts", result.values, errors)], self.RETAIN
+        ids = batch.tx_id
+        blocks = [(plan, [ids[i] for i in pos.tolist()], vals) for plan, pos, vals in result.blocks]
+        return [("blocks", blocks, errors)], self.RETAIN
 
     def snapshot(self) -> int | None:
         if self.part is None:
@@ -372,6 +389,16 @@ class _EntityLogic(StatefulBatchLogic):
         STATE.cache.labels("miss").inc(stats.cache_misses - self._misses)
         self._hits, self._misses = stats.cache_hits, stats.cache_misses
         return epoch
+
+
+def _parts(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An entity partition's feature blocks as the decision step's parts (one per transaction
+    and plan)."""
+    _, blocks, errors = value
+    parts: list[tuple[str, int, list[float]]] = []
+    for plan, tx_ids, vals in blocks:
+        parts += zip(tx_ids, [plan] * len(tx_ids), vals.tolist(), strict=True)
+    return ("parts", parts, errors)
 
 
 class _DecideLogic(StatefulBatchLogic):
@@ -392,7 +419,7 @@ class _DecideLogic(StatefulBatchLogic):
 
     def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
         cfg = self.cfg
-        out = self.step.on_items(values)
+        out = self.step.on_items([_parts(v) if v[0] == "blocks" else v for v in values])
         decider = self.step.decider
         HEALTH.progress("decide", pending=decider.pending(), advanced=bool(out.decisions))
         topic = cfg.topics.decisions
