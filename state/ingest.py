@@ -39,7 +39,7 @@ from fraudstream.schema import Label, Transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.clock import DEFAULT_STEP_MS, MaintenanceClock
 from fraudstream.state.features import DAY_MS, FeatureSet
-from fraudstream.state.ops import Op, OpBatch, delayed_entities, fraud_ops, split_many
+from fraudstream.state.ops import Op, OpBatch, fraud_ops, split_many
 from fraudstream.state.txindex import INDEX_FORMAT, TxIndex
 
 __all__ = [
@@ -104,6 +104,8 @@ class Ingest:
             clock_step_ms, None if raw_clock is None else _I64.unpack(raw_clock)[0]
         )
         self._expired_day = None if raw_day is None else _I64.unpack(raw_day)[0]
+        # (plan, field) of the delayed-window plans: what the index keeps per transaction
+        self._delayed = [(i, p.field) for i, p in enumerate(fs.plans) if p.delayed_windows]
         # per process() call: the new transactions' clocks, fraud ops, EV_TX event positions
         self._clocks: list[int] = []
         self._frauds: list[tuple[int, Op]] = []
@@ -117,21 +119,37 @@ class Ingest:
         """Apply ``records`` in order (see the module docstring for the result)."""
         result = IngestResult()
         self._clocks, self._frauds, self._tx_events = [], [], []
-        start = 0
+        # The clock at every record, in one pass (MaintenanceClock.observe, inlined): a
+        # transaction's clock after it observed its time, a label's the clock as it stands.
+        ms: list[int] = [0] * len(records)
+        m = self.clock.value
+        step = self.clock.step_ms
+        for i, rec in enumerate(records):
+            if type(rec) is Transaction:
+                t = rec.event_time_ms
+                if m is None:
+                    m = t
+                elif t > m:
+                    cap = m + step
+                    m = t if t < cap else cap
+                ms[i] = m
+            else:
+                assert isinstance(rec, Label)
+                ms[i] = m if m is not None else rec.label_time_ms
         # Split the batch where the clock enters a new day: expiry happens exactly there.
-        probe = MaintenanceClock(self.clock.step_ms, self.clock.value)
+        start = 0
         day = self._expired_day
         for i, rec in enumerate(records):
             if type(rec) is Transaction:
-                d = probe.observe(rec.event_time_ms) // DAY_MS
+                d = ms[i] // DAY_MS
                 if day is None:
                     day = d
                 elif d > day:
-                    self._segment(records, start, i, result)
+                    self._segment(records, ms, start, i, result)
                     self.index.expire(d * DAY_MS)
                     start, day = i, d
                     self._expired_day = day
-        self._segment(records, start, len(records), result)
+        self._segment(records, ms, start, len(records), result)
         batch, n_ops = split_many(self.fs, result.txs, self._clocks, result.tx_index, self._frauds)
         result.batch, result.n_ops = batch, n_ops
         events = result.events
@@ -141,20 +159,30 @@ class Ingest:
         return result
 
     def _segment(
-        self, records: Sequence[Transaction | Label], lo: int, hi: int, result: IngestResult
+        self,
+        records: Sequence[Transaction | Label],
+        ms: list[int],
+        lo: int,
+        hi: int,
+        result: IngestResult,
     ) -> None:
         if lo >= hi and self._expired_day is not None:
             return
-        index, clock, fs = self.index, self.clock, self.fs
+        index, clock = self.index, self.clock
+        delayed_plans = self._delayed
         index.begin([r.tx_id for r in records[lo:hi]])
         events = result.events
         txs, tx_index, clocks, frauds = result.txs, result.tx_index, self._clocks, self._frauds
         tx_events = self._tx_events
+        on_transaction = index.on_transaction
         for i in range(lo, hi):
             rec = records[i]
+            m = ms[i]
             if type(rec) is Transaction:
-                m = clock.observe(rec.event_time_ms)
-                outcome, held = index.on_transaction(rec, delayed_entities(fs, rec), m)
+                clock.value = m
+                # delayed_entities(fs, rec), with the plans looked up once
+                delayed = [[p, v] for p, f in delayed_plans if (v := getattr(rec, f)) is not None]
+                outcome, held = on_transaction(rec, delayed, m)
                 if outcome == "new":
                     txs.append(rec)
                     tx_index.append(i)
@@ -173,7 +201,6 @@ class Ingest:
                     events.append((EV_CONFLICT, i, m))
             else:
                 assert isinstance(rec, Label)
-                m = clock.value if clock.value is not None else rec.label_time_ms
                 outcome, change = index.on_label(rec.tx_id, rec.label, rec.label_time_ms, m)
                 if outcome == "matched":
                     t, ents, delta = change

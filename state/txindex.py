@@ -24,17 +24,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
-from fraudstream.schema import Transaction
+from fraudstream.schema import OPTIONAL_FIELDS, Transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.features import DAY_MS
 
 __all__ = ["INDEX_FORMAT", "IndexStats", "TxIndex", "digest"]
 
-INDEX_FORMAT = b"txindex/json-3"
+# 4: digests of the fields as a JSON array (3: of the transaction as a JSON object, 2.5x slower)
+INDEX_FORMAT = b"txindex/json-4"
 _NO_LABEL = -1
 INDEX_PREFIX = b"x\x00"
 QUEUE_PREFIX = b"q\x00"
@@ -43,9 +45,13 @@ QUEUE_PREFIX = b"q\x00"
 _T, _LABEL, _ENTS, _LABEL_MS, _DIGEST, _EXPIRE = range(6)
 
 
+_CONTENT = attrgetter("tx_id", "event_time_ms", "account_id", "amount", *OPTIONAL_FIELDS)
+
+
 def digest(tx: Transaction) -> int:
     """A 56-bit hash of a validated transaction's content (equal content, equal digest)."""
-    return int.from_bytes(hashlib.blake2b(orjson.dumps(tx), digest_size=7).digest(), "big")
+    content = orjson.dumps(_CONTENT(tx))
+    return int.from_bytes(hashlib.blake2b(content, digest_size=7).digest(), "big")
 
 
 @dataclass
@@ -124,7 +130,10 @@ class TxIndex:
         For a new transaction with a held label, the label is returned as
         ``[label, label_time_ms]``: the caller applies it right after the transaction.
         """
-        key, entry = self._entry(tx.tx_id)
+        tx_id = tx.tx_id
+        encoded = tx_id.encode()
+        key = INDEX_PREFIX + encoded
+        entry = self._entries[key]
         d = digest(tx)
         if entry is not None and entry[_T] is not None:
             if entry[_DIGEST] == d:
@@ -133,12 +142,16 @@ class TxIndex:
             self.stats.tx_conflict += 1
             return "conflict", []
         self.stats.tx_new += 1
-        day = (max(tx.event_time_ms, clock_ms) + self.ttl_ms) // DAY_MS + 1
+        t = tx.event_time_ms
+        day = ((t if t > clock_ms else clock_ms) + self.ttl_ms) // DAY_MS + 1
         held = None
         if entry is not None:  # a label arrived first
             held = [entry[_LABEL], entry[_LABEL_MS]]
-        self._set(key, [tx.event_time_ms, _NO_LABEL, delayed, 0, d, day])
-        self._enqueue(tx.tx_id, day)
+        self._entries[key] = [t, _NO_LABEL, delayed, 0, d, day]
+        self._dirty.add(key)
+        qkey = b"%s%010d\x00%s" % (QUEUE_PREFIX, day, encoded)  # _enqueue, inlined
+        self._before.setdefault(qkey, None)
+        self._updates[qkey] = b""
         return "new", held if held is not None else []
 
     def on_label(self, tx_id: str, label: int, label_ms: int, clock_ms: int) -> tuple[str, Any]:
