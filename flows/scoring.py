@@ -47,7 +47,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from fraudstream.errors import ConfigError
 from fraudstream.flows.sink import KafkaOut, OutMessage, dead_letter
-from fraudstream.flows.source import OrderedSource
+from fraudstream.flows.source import OrderedSource, Polled
 from fraudstream.health import HEALTH
 from fraudstream.kafka import KafkaSettings
 from fraudstream.metrics import (
@@ -55,6 +55,7 @@ from fraudstream.metrics import (
     DECISIONS,
     DRIFT,
     EVENTS,
+    INPROCESS,
     LABELS,
     LAST_BATCH,
     LATENCY,
@@ -244,12 +245,14 @@ class _IngestLogic(StatefulBatchLogic):
         self.probe = probe
         self._stats = (0, 0, 0)
 
-    def on_batch(self, values: list[list[Received]]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[Polled]) -> tuple[list[Any], bool]:
         cfg, fs = self.cfg, self.cfg.feature_set
-        LAST_BATCH.set(time.time())
+        started = time.time()
+        LAST_BATCH.set(started)
         out: list[Any] = []
         recs: list[Received] = []
-        for batch in values:
+        polled: list[float] = []  # per record: when its poll returned
+        for polled_s, batch in values:
             if self.probe is not None:
                 self.probe(batch)
             for rec in batch:
@@ -258,6 +261,7 @@ class _IngestLogic(StatefulBatchLogic):
                     out.append(("x", _dead(cfg, rec, rec.value.reason, rec.value.detail)))
                 else:
                     recs.append(rec)
+                    polled.append(polled_s)
         n_tx = sum(1 for r in recs if r.kind == K_TX)
         EVENTS.labels(cfg.topics.transactions).inc(n_tx)
         EVENTS.labels(cfg.topics.labels).inc(len(recs) - n_tx)
@@ -280,6 +284,7 @@ class _IngestLogic(StatefulBatchLogic):
         ).tolist()
         next_tx = 0
         items: list[Any] = []
+        timing: list[tuple[str, float]] = []  # (tx_id, polled) of the new transactions
         for ev in result.events:
             kind = ev[0]
             if kind == EV_TX:
@@ -297,6 +302,7 @@ class _IngestLogic(StatefulBatchLogic):
                     "raw": rec.raw,
                 }
                 items.append(("tx", tx.tx_id, meta, base[next_tx], ev[2], ev[3]))
+                timing.append((tx.tx_id, polled[ev[1]]))
                 next_tx += 1
             elif kind == EV_DUPLICATE:
                 rec = recs[ev[1]]
@@ -319,7 +325,7 @@ class _IngestLogic(StatefulBatchLogic):
         for p, ops in groups:
             out.append(("e", (f"e{p}", (p, ops))))
         if items:
-            out.append(("d", ("decide", ("items", items))))
+            out.append(("d", ("decide", ("items", items, (started, timing)))))
         self._report()
         return out, self.RETAIN
 
@@ -416,10 +422,24 @@ class _DecideLogic(StatefulBatchLogic):
             queue=resume.get("queue", ()),
         )
         self._models: set[tuple[str, str, str]] = set()
+        # (polled, ingest started) per transaction not decided yet, for INPROCESS; not kept in
+        # snapshots (a resumed queue's transactions are not timed)
+        self._timing: dict[str, tuple[float, float]] = {}
+
+    def _unwrap(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Ingest items lose their timing (kept here), entity blocks become the step's parts."""
+        if value[0] == "blocks":
+            return _parts(value)
+        if value[0] == "items" and len(value) == 3:
+            ingest_s, timing = value[2]
+            self._timing.update((tx_id, (polled, ingest_s)) for tx_id, polled in timing)
+            return value[:2]
+        return value
 
     def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
         cfg = self.cfg
-        out = self.step.on_items([_parts(v) if v[0] == "blocks" else v for v in values])
+        started = time.time()
+        out = self.step.on_items([self._unwrap(v) for v in values])
         decider = self.step.decider
         HEALTH.progress("decide", pending=decider.pending(), advanced=bool(out.decisions))
         topic = cfg.topics.decisions
@@ -427,12 +447,29 @@ class _DecideLogic(StatefulBatchLogic):
         actions: dict[tuple[str, str], int] = defaultdict(int)
         latencies = []
         now = cfg.clock_ms()
+        decided = time.time()
+        timing = self._timing
+        stages: list[tuple[float, float]] = []  # (polled, ingest started) of timed decisions
+        dlq = cfg.topics.transactions_dlq
         for _, tx_id, record, action, ingest_ms, stage in out.decisions:
-            msgs.append(OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq))
+            t = timing.pop(tx_id, None) if action is not None else None
+            if t is None:
+                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq))
+            else:
+                stages.append(t)
+                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq, t[0], decided))
             if action is not None:
                 actions[(action, stage)] += 1
                 if ingest_ms > 0:
                     latencies.append(now - ingest_ms)
+        if len(timing) > 2 * decider.pending() + 10_000:  # failed transactions' timings
+            waiting = decider.waiting
+            self._timing = {k: v for k, v in timing.items() if k in waiting}
+        if stages:
+            polled_s, ingest_s = np.asarray(stages).T
+            INPROCESS.observe_many("queue", np.maximum(0.0, ingest_s - polled_s))
+            INPROCESS.observe_many("state", np.maximum(0.0, started - ingest_s))
+            INPROCESS.observe_many("scoring", np.full(len(stages), max(0.0, decided - started)))
         for _, meta, reason, detail in out.dead:
             STEP_ERRORS.labels("decide" if "decide" in reason else "entities").inc()
             src = meta["source"]
@@ -530,7 +567,7 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
     check_output_topics(cfg)
     flow = Dataflow("fraudstream")
     batches = op.input("input", flow, OrderedSource(cfg.reader_config()))
-    keyed = op.map("to_ingest", batches, lambda batch: ("ingest", batch))
+    keyed = op.map("to_ingest", batches, lambda polled: ("ingest", polled))
     ingested = op.stateful_batch("ingest", keyed, lambda s: _IngestLogic(cfg, s, probe))
     items = op.map("ingest_items", ingested, lambda kv: kv[1])
     is_entity = op.branch("is_entity_op", items, lambda v: v[0] == "e")
