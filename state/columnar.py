@@ -37,11 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fraudstream.state.history import HISTORY_FORMAT, ROW
+
 __all__ = ["Plan", "Records", "Rewrite", "SpanError", "evaluate", "ranges"]
 
 _HDR_WORDS = 4
 _LOW32 = np.int64(0xFFFFFFFF)
-_FORMAT = 3
+_FORMAT = HISTORY_FORMAT
+_COLS = np.arange(2, 2 + 5)
 _POW2 = 2 ** np.arange(1, 63, dtype=np.int64)
 _EMPTY_I = np.empty(0, dtype=np.int64)
 
@@ -57,15 +60,20 @@ def ranges(offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
 
 
 class Records:
-    """G encoded histories (format 3) read as columns; offsets are in 8-byte words."""
+    """G encoded histories (format 4: rows of 7 words) read as columns.
+
+    ``w``/``f`` are the records joined end to end as words (int64/float64 views); ``start`` is
+    each record's first row, bucket ``i`` is row ``start + 2 + i``, and prefix entry ``j`` (the
+    sums before bucket ``j``) sits in columns 2-6 of row ``start + 1 + j``.
+    """
 
     def __init__(self, raws: Sequence[bytes]) -> None:
         joined = b"".join(raws)
         self.w = np.frombuffer(joined, dtype=np.int64)
         self.f = self.w.view(np.float64)
-        words = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)) >> 3
-        self.start = np.cumsum(words) - words
-        hdr = self.w[self.start[:, None] + np.arange(_HDR_WORDS)]
+        rows = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)) // (8 * ROW)
+        self.start = np.cumsum(rows) - rows
+        hdr = self.w[(self.start * ROW)[:, None] + np.arange(_HDR_WORDS)]
         if len(raws) and ((hdr[:, 0] & _LOW32) != _FORMAT).any():
             raise ValueError("entity record of another format in the batch")
         self.seen_len = hdr[:, 0] >> 32
@@ -73,23 +81,19 @@ class Records:
         self.max_t = hdr[:, 2].copy()
         self.n = hdr[:, 3] & _LOW32
         self.nf = hdr[:, 3] >> 32
-        n, nf = self.n, self.nf
-        self.o_times = self.start + _HDR_WORDS
-        self.o_cum = [self.o_times + n + k * (n + 1) for k in range(5)]  # cc cs cs_lo cq cq_lo
-        self.o_maxs = self.o_times + n + 5 * (n + 1)
-        self.o_f = [self.o_maxs + n + k * nf for k in range(3)]  # f_time f_label_ms f_delta
-        self.o_seen = self.o_maxs + n + 3 * nf
+        self.o_rows = self.start + 2
+        o_f = (self.o_rows + self.n) * ROW
+        self.o_f = [o_f, o_f + self.nf, o_f + 2 * self.nf]  # f_time f_label_ms f_delta (words)
+        self.o_seen = o_f + 3 * self.nf + (-3 * self.nf) % ROW
         self.raws = raws
 
     def take(self, rows: np.ndarray) -> Records:
         """The records ``rows`` (same buffer: offsets stay valid)."""
         sub = Records.__new__(Records)
         sub.w, sub.f = self.w, self.f
-        for name in ("start", "seen_len", "last_ms", "max_t", "n", "nf", "o_times", "o_maxs"):
+        for name in ("start", "seen_len", "last_ms", "max_t", "n", "nf", "o_rows", "o_seen"):
             setattr(sub, name, getattr(self, name)[rows])
-        sub.o_cum = [o[rows] for o in self.o_cum]
         sub.o_f = [o[rows] for o in self.o_f]
-        sub.o_seen = self.o_seen[rows]
         sub.raws = [self.raws[i] for i in rows.tolist()]
         return sub
 
@@ -98,7 +102,7 @@ class Records:
         size = int(self.seen_len[i])
         if not size:
             return b""
-        off = int(self.o_seen[i]) * 8 - int(self.start[i]) * 8
+        off = (int(self.o_seen[i]) - int(self.start[i]) * ROW) * 8
         return self.raws[i][off : off + size]
 
     def seen_all(self) -> list[bytes]:
@@ -213,50 +217,59 @@ class Rewrite:
         self.parts = parts
 
     def encode(self) -> list[bytes]:
-        """Format-3 records (bit for bit :func:`~fraudstream.state.history.encode`)."""
+        """Format-4 records (bit for bit :func:`~fraudstream.state.history.encode`)."""
         rec, p = self.rec, self.parts
         g_count = len(rec.n)
         seen = self.seen
         seen_len = np.fromiter(map(len, seen), dtype=np.int64, count=g_count)
-        seen_words = (seen_len + 7) >> 3
+        seen_rows = (seen_len + 8 * ROW - 1) // (8 * ROW)
         ks, nb, d_s, r_off, nf = p["ks"], p["nb"], p["d_s"], p["r_off"], p["nf"]
-        n_new = ks + nb
-        hdr = np.empty((g_count, _HDR_WORDS), dtype=np.int64)
-        hdr[:, 0] = _FORMAT | (seen_len << 32)
-        hdr[:, 1] = p["last_ms"]
-        hdr[:, 2] = p["max_t"]
-        hdr[:, 3] = n_new | (nf << 32)
+        # new rows: headers, bases, the batch's buckets, fraud entries, seen values
+        head = np.zeros((2 * g_count, ROW), dtype=np.int64)
+        head[0::2, 0] = _FORMAT | (seen_len << 32)
+        head[0::2, 1] = p["last_ms"]
+        head[0::2, 2] = p["max_t"]
+        head[0::2, 3] = (ks + nb) | (nf << 32)
+        head.view(np.float64)[1::2, 2:] = rec.f[((rec.start + 1 + d_s) * ROW)[:, None] + _COLS]
         runs = len(p["run_times"])
-        frauds = len(p["f_time"])
-        new_parts = [hdr.ravel(), p["run_times"]]
-        new_parts += [e.view(np.int64) for e in p["run_end"]]
-        new_parts += [p["run_max"].view(np.int64), p["f_time"], p["f_label"], p["f_delta"]]
-        if seen_len.any():
-            padded = b"".join(x + b" " * (-len(x) % 8) for x in seen)
-            new_parts.append(np.frombuffer(padded, dtype=np.int64))
-        source = np.concatenate([rec.w, *new_parts])
-        base = len(rec.w)
-        gidx = np.arange(g_count, dtype=np.int64)
-        f_first = np.cumsum(nf) - nf
-        s_first = np.cumsum(seen_words) - seen_words
-        o_new = base + _HDR_WORDS * g_count
-        starts = [base + _HDR_WORDS * gidx, rec.o_times + d_s, o_new + r_off]
-        lens = [np.full(g_count, _HDR_WORDS, dtype=np.int64), ks, nb]
+        run_rows = np.empty((runs, ROW), dtype=np.int64)
+        run_rows[:, 0] = p["run_times"]
+        fr = run_rows.view(np.float64)
+        fr[:, 1] = p["run_max"]
         for k in range(5):
-            starts += [rec.o_cum[k] + d_s, o_new + runs * (1 + k) + r_off]
-            lens += [ks + 1, nb]
-        starts += [rec.o_maxs + d_s, o_new + runs * 6 + r_off]
-        lens += [ks, nb]
-        o_f = o_new + runs * 7
-        for j in range(3):
-            starts.append(o_f + frauds * j + f_first)
-            lens.append(nf)
-        starts.append(o_f + frauds * 3 + s_first)
-        lens.append(seen_words)
-        start_m = np.stack(starts, axis=1)
-        len_m = np.stack(lens, axis=1)
-        out = source[ranges(start_m.ravel(), len_m.ravel())]
-        bounds = (np.cumsum(len_m.sum(axis=1)) * 8).tolist()
+            fr[:, 2 + k] = p["run_end"][k]
+        f_rows = (3 * nf + ROW - 1) // ROW
+        fraud = np.zeros(int(f_rows.sum()) * ROW, dtype=np.int64)
+        if len(p["f_time"]):
+            f_word = (np.cumsum(f_rows) - f_rows) * ROW
+            i = ranges(f_word, nf)
+            rep = np.repeat(nf, nf)
+            fraud[i] = p["f_time"]
+            fraud[i + rep] = p["f_label"]
+            fraud[i + 2 * rep] = p["f_delta"]
+        parts = [rec.w.reshape(-1, ROW), head, run_rows, fraud.reshape(-1, ROW)]
+        if seen_len.any():
+            padded = b"".join(x + b" " * (-len(x) % (8 * ROW)) for x in seen)
+            parts.append(np.frombuffer(padded, dtype=np.int64).reshape(-1, ROW))
+        source = np.concatenate(parts)
+        o_head = len(rec.w) // ROW
+        o_run = o_head + 2 * g_count
+        o_fraud = o_run + runs
+        o_seen = o_fraud + len(fraud) // ROW
+        gidx = np.arange(g_count, dtype=np.int64)
+        starts = np.stack(
+            [
+                o_head + 2 * gidx,
+                rec.o_rows + d_s,
+                o_run + r_off,
+                o_fraud + np.cumsum(f_rows) - f_rows,
+                o_seen + np.cumsum(seen_rows) - seen_rows,
+            ],
+            axis=1,
+        )
+        lens = np.stack([np.full(g_count, 2, dtype=np.int64), ks, nb, f_rows, seen_rows], axis=1)
+        out = source[ranges(starts.ravel(), lens.ravel())]
+        bounds = (np.cumsum(lens.sum(axis=1)) * (8 * ROW)).tolist()
         raw = out.tobytes()
         return [raw[a:b] for a, b in zip([0, *bounds], bounds, strict=False)]
 
@@ -294,8 +307,8 @@ def evaluate(
 
     n0 = rec.n
     max_t = rec.max_t
-    o_times = rec.o_times
-    h_times = rec.w[ranges(o_times, n0)]
+    o_rows = rec.o_rows
+    h_times = rec.w[ranges(o_rows, n0) * ROW]
     # flat keys: entity * span + (time - t0); look-ups are clipped to [-1, span - 2]
     t_min = int(ev_t.min()) if e_count else 0
     t_max = int(ev_t.max()) if e_count else 0
@@ -318,7 +331,8 @@ def evaluate(
     ref0 = np.minimum(np.maximum(t_first, max_t), clock_first)
     drop0 = stored_le(ref0 - horizon)
     n1 = n0 - drop0
-    last_h_time = np.where(n0 > 0, rec.w[o_times + np.maximum(n0 - 1, 0)], np.int64(-(2**62)))
+    last_row = np.maximum(o_rows + n0 - 1, rec.start + 1) * ROW  # (row 1 when empty: masked)
+    last_h_time = np.where(n0 > 0, rec.w[last_row], np.int64(-(2**62)))
     merged = (n1 > 0) & (t_first == last_h_time)
     keep = n1 - merged  # stored buckets before the batch's first bucket
 
@@ -338,8 +352,8 @@ def evaluate(
     r_keys = run_group * span + (run_times - t0)
 
     # prefix sums continued event by event, exactly as History.add adds (left to right)
-    o_cum = rec.o_cum
-    base = [rec.f[o + n0] for o in o_cum]  # the entry after the last stored bucket
+    o_prefix = (rec.start + 1) * ROW + 2  # word of prefix entry 0's count
+    base = [rec.f[o_prefix + n0 * ROW + k] for k in range(5)]  # after the last stored bucket
     ch = _Chains(base, ev_amt, first, m, rank)
     not_first = rank > 0
     prev = np.maximum(np.arange(e_count, dtype=np.int64) - 1, 0)
@@ -362,119 +376,131 @@ def evaluate(
         ch.q_lo[run_last],
     ]
 
-    # look-ups in each entity's combined timeline (kept stored buckets, then the batch's): the
-    # prefix entry after the last bucket at or before t - back, per event
-    g_key = ev_group * span
-    e_hs = h_start[ev_group] + drop0[ev_group]
-    e_keep = keep[ev_group]
-    e_roff = r_off[ev_group]
-    e_cum = [o[ev_group] + drop0[ev_group] for o in o_cum]
-    looked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    # look-ups in each entity's combined timeline (kept stored buckets, then the batch's): per
+    # event and look-back, the prefix entry after the last bucket at or before t - back; every
+    # look-back of every plan at once, as (events x look-backs) matrices
+    plan_ids = np.unique(g_plan).tolist()
+    present = [plans[p] for p in plan_ids]
+    backs_set: set[int] = set()
+    sq_set: set[int] = set()
+    for plan in present:
+        assert plan is not None
+        backs_set.update(plan.wins)
+        if "std" in plan.aggs:
+            sq_set.update(plan.wins)
+        if plan.zwin is not None:
+            backs_set.add(plan.zwin)
+            sq_set.add(plan.zwin)
+        if plan.delayed_los:
+            backs_set.add(plan.delay)
+            backs_set.update(plan.delay + w for w in plan.delayed_los)
+    backs = sorted(backs_set)
+    col_of = {b: i for i, b in enumerate(backs)}
+    sq_backs = sorted(sq_set)
+    sq_of = {b: i for i, b in enumerate(sq_backs)}
+    g_key = (ev_group * span)[:, None]
+    q = g_key + np.clip(ev_t[:, None] - np.asarray(backs, dtype=np.int64) - t0, -1, span - 2)
+    e_keep = keep[ev_group][:, None]
+    cs = np.searchsorted(h_keys, q, side="right") - (h_start + drop0)[ev_group][:, None]
+    cs = np.clip(cs, 0, e_keep)
+    e_roff = r_off[ev_group][:, None]
+    cr = np.searchsorted(r_keys, q, side="right") - e_roff
+    in_runs = cr > 0
+    run_pos = np.maximum(e_roff + cr - 1, 0)
+    stored_pos = (o_prefix + drop0 * ROW)[ev_group][:, None] + cs * ROW
 
-    def lower(back: int) -> tuple[np.ndarray, np.ndarray]:
-        got = looked.get(back)
-        if got is None:
-            q = g_key + np.clip(ev_t - back - t0, -1, span - 2)
-            cs = np.clip(np.searchsorted(h_keys, q, side="right") - e_hs, 0, e_keep)
-            cr = np.searchsorted(r_keys, q, side="right") - e_roff
-            got = looked[back] = (cs, cr)
-        return got
+    def prefix(k: int, cols: slice | list[int]) -> np.ndarray:
+        return np.where(
+            in_runs[:, cols], run_end[k][run_pos[:, cols]], rec.f[stored_pos[:, cols] + k]
+        )
 
-    prefixes: dict[tuple[int, int], np.ndarray] = {}
-
-    def prefix(back: int, k: int) -> np.ndarray:
-        got = prefixes.get((back, k))
-        if got is None:
-            cs, cr = lower(back)
-            stored = rec.f[e_cum[k] + cs]
-            from_runs = run_end[k][np.maximum(e_roff + cr - 1, 0)]
-            got = prefixes[(back, k)] = np.where(cr > 0, from_runs, stored)
-        return got
-
-    sums: dict[tuple[int, int], np.ndarray] = {}
-
-    def window(back: int, what: int) -> np.ndarray:
-        """0: count, 1: sum, 2: sum of squares of the buckets in ``(t - back, t]`` before the
-        event (its own bucket's earlier events included)."""
-        got = sums.get((back, what))
-        if got is None:
-            if what == 0:
-                got = u[0] - prefix(back, 0)
-            elif what == 1:
-                got = (u[1] - prefix(back, 1)) + (u[2] - prefix(back, 2))
-            else:
-                got = (u[3] - prefix(back, 3)) + (u[4] - prefix(back, 4))
-            sums[(back, what)] = got
-        return got
+    every = slice(None)
+    count = u[0][:, None] - prefix(0, every)  # (events x look-backs) of stored buckets
+    total = (u[1][:, None] - prefix(1, every)) + (u[2][:, None] - prefix(2, every))
+    squares = None
+    if sq_backs:
+        qc = [col_of[b] for b in sq_backs]
+        squares = (u[3][:, None] - prefix(3, qc)) + (u[4][:, None] - prefix(4, qc))
 
     out: dict[int, tuple[int, int, np.ndarray]] = {}
-    plan_ids = np.unique(g_plan).tolist()
     g_bounds = np.searchsorted(g_plan, [*plan_ids, np.iinfo(np.int64).max]).tolist()
-    for k, p in enumerate(plan_ids):
-        plan = plans[p]
+    for k, (p, plan) in enumerate(zip(plan_ids, present, strict=True)):
         assert plan is not None
         g0, g1 = g_bounds[k], g_bounds[k + 1]
         a = int(first[g0])
         b = int(first[g1 - 1] + m[g1 - 1])
         sl = slice(a, b)
+        n_ev = b - a
         amount = ev_amt[sl]
-        cols: list[np.ndarray] = []
+        values = np.empty((n_ev, plan.width))
+        col = 0
         cur = plan.include_current
-        for w in plan.wins:
-            c = window(w, 0)[sl]
-            s = window(w, 1)[sl]
+        if plan.wins:
+            wi = [col_of[w] for w in plan.wins]
+            c = count[sl, wi]
+            s = total[sl, wi]
             if cur:
                 c = c + 1.0
-                s = s + amount
-            if plan.aggs == ("count", "sum"):
-                cols += (c, s)
-                continue
-            q = None
-            for agg in plan.aggs:
+                s = s + amount[:, None]
+            n_aggs = len(plan.aggs)
+            width = n_aggs * len(wi)
+            block = values[:, :width]
+            sq = None
+            for j, agg in enumerate(plan.aggs):
                 if agg == "count":
-                    cols.append(c)
+                    block[:, j::n_aggs] = c
                 elif agg == "sum":
-                    cols.append(s)
+                    block[:, j::n_aggs] = s
                 elif agg == "mean":
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        cols.append(np.where(c != 0, s / c, 0.0))
+                        block[:, j::n_aggs] = np.where(c != 0, s / c, 0.0)
                 else:  # std
-                    if q is None:
-                        q = window(w, 2)[sl]
+                    if sq is None:
+                        assert squares is not None
+                        sq = squares[sl, [sq_of[w] for w in plan.wins]]
                         if cur:
-                            q = q + amount * amount
-                    cols.append(_std(c, s, q))
+                            sq = sq + (amount * amount)[:, None]
+                    block[:, j::n_aggs] = _std(c, s, sq)
+            col = width
         if plan.zwin is not None:
-            c = window(plan.zwin, 0)[sl]
-            s = window(plan.zwin, 1)[sl]
-            q = window(plan.zwin, 2)[sl]
-            sd = _std(c, s, q)
+            assert squares is not None
+            zi, zq = col_of[plan.zwin], sq_of[plan.zwin]
+            c1, s1, q1 = count[sl, zi], total[sl, zi], squares[sl, zq]
+            sd = _std(c1, s1, q1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                z = (amount - s / c) / sd
-            cols.append(np.where((c >= 2) & (sd > 0), z, 0.0))
+                z = (amount - s1 / c1) / sd
+            values[:, col] = np.where((c1 >= 2) & (sd > 0), z, 0.0)
+            col += 1
         if plan.recency:
             t = ev_t[sl]
             has_prev = not_first[sl]
             prev_t = np.where(has_prev, ev_t[prev[sl]], last_h_time[ev_group[sl]])
             has_prev = has_prev | (n1[ev_group[sl]] > 0)
-            cols.append(np.where(has_prev, (t - prev_t) * plan.sec_per_unit, -1.0))
-        for _ in range(plan.n_novelty):
-            cols.append(np.full(b - a, np.nan))
+            values[:, col] = np.where(has_prev, (t - prev_t) * plan.sec_per_unit, -1.0)
+            col += 1
+        if plan.n_novelty:
+            values[:, col : col + plan.n_novelty] = np.nan
+            col += plan.n_novelty
         if plan.delayed_los:
-            top = prefix(plan.delay, 0)[sl]
+            top = prefix(0, [col_of[plan.delay]])[sl]
+            lows = prefix(0, [col_of[plan.delay + w] for w in plan.delayed_los])[sl]
+            delayed = top - lows  # stored buckets in (t - delay - w, t - delay]
             fraud_groups = np.flatnonzero(rec.nf[g0:g1]) + g0
-            for w in plan.delayed_los:
-                c = top - prefix(plan.delay + w, 0)[sl]
-                frauds = _fraud_counts(
-                    rec, fraud_groups, first, m, ev_t, ev_tms, plan.delay, w, a, b - a
-                )
+            for i, w in enumerate(plan.delayed_los):
+                c = delayed[:, i]
+                frauds = None
                 for o in plan.delayed_outputs:
                     if o == "delayed_count":
-                        cols.append(c)
+                        values[:, col] = c
                     else:
+                        if frauds is None:
+                            frauds = _fraud_counts(
+                                rec, fraud_groups, first, m, ev_t, ev_tms, plan.delay, w, a, n_ev
+                            )
                         with np.errstate(divide="ignore", invalid="ignore"):
-                            cols.append(np.where(c != 0, frauds / c, 0.0))
-        out[p] = (a, b, np.column_stack(cols))
+                            values[:, col] = np.where(c != 0, frauds / c, 0.0)
+                    col += 1
+        out[p] = (a, b, values)
 
     # the new records: pruned once more at the last op's reference time (only stored buckets
     # can go: the batch spans less than the horizon)
@@ -486,7 +512,7 @@ def evaluate(
     merged_runs = np.flatnonzero(merged) + 0
     if len(merged_runs):
         first_runs = r_off[merged_runs]
-        stored_last = rec.f[rec.o_maxs[merged_runs] + n0[merged_runs] - 1]
+        stored_last = rec.f[last_row[merged_runs] + 1]
         run_max[first_runs] = np.maximum(stored_last, run_max[first_runs])
     nf = rec.nf
     if nf.any():
