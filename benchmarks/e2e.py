@@ -4,7 +4,9 @@
   ``fraudstream run --no-tail --processes P``; events/s between the first and the last
   ``decided_at_ms`` on ``decisions``, plus the wall time including start-up.
 * ``e2e_latency``: the sidecar tailing (one process), a rate-controlled producer;
-  ``decided_at_ms - ingested_at_ms`` (the record's producer timestamp) per decision.
+  ``decided_at_ms - ingested_at_ms`` (the record's producer timestamp) per decision, and the
+  sidecar's own in-process latency (poll -> decision handed to the producer, by stage: queue,
+  state, scoring, sink), read from its ``/metrics`` before and after each phase.
 * ``kafka_consume_ceiling``: aiokafka consume + ``orjson.loads`` of the same topic, events/s.
 
 Every run gets a fresh broker, so topics, state and recovery directories are always new.
@@ -14,9 +16,13 @@ The producer, the broker and the sidecar share the machine's cores: on 2 cores t
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fraudstream.broker import EmbeddedBroker
 from fraudstream.demo import start_sidecar
 from fraudstream.kafka import KafkaSettings, Record, consume, create_topics, produce
+from fraudstream.metrics import INPROCESS, quantiles_from_buckets
 from fraudstream.simulate import SimConfig, Simulation, generate
 
 Emit = Callable[..., None]
@@ -56,9 +63,49 @@ def train(sim: Simulation, registry: Path) -> str:
 
 
 def _sidecar(
-    broker: EmbeddedBroker, work: Path, registry: Path, *, processes: int, tail: bool
+    broker: EmbeddedBroker,
+    work: Path,
+    registry: Path,
+    *,
+    processes: int,
+    tail: bool,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    return start_sidecar(broker.bootstrap_servers, work, registry, processes=processes, tail=tail)
+    return start_sidecar(
+        broker.bootstrap_servers, work, registry, processes=processes, tail=tail, extra=extra
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape_inprocess(port: int) -> dict[str, np.ndarray]:
+    """Bucket counts per stage of ``fraudstream_inprocess_latency_seconds`` (cumulative counts
+    made per-bucket again), from the sidecar's ``/metrics``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    cumulative: dict[str, list[float]] = {s: [] for s in INPROCESS.stages}
+    for line in text.splitlines():
+        if line.startswith("fraudstream_inprocess_latency_seconds_bucket{"):
+            labels, value = line.rsplit(" ", 1)
+            stage = labels.split('stage="', 1)[1].split('"', 1)[0]
+            cumulative[stage].append(float(value))
+    return {s: np.diff(np.asarray(c), prepend=0.0) for s, c in cumulative.items()}
+
+
+def inprocess_quantiles(
+    before: dict[str, np.ndarray], after: dict[str, np.ndarray]
+) -> dict[str, list[float]]:
+    """p50/p99/p99.9 in ms per stage between two scrapes."""
+    out = {}
+    for stage in INPROCESS.stages:
+        counts = after[stage] - before[stage]
+        qs = quantiles_from_buckets(INPROCESS.bounds, counts, (0.5, 0.99, 0.999))
+        out[stage] = [round(q * 1000, 1) for q in qs]
+    return out
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -170,7 +217,9 @@ def bench_throughput(
                 if ceiling:
                     bench_consume_ceiling(emit, settings, n)
                     ceiling = False
+                load_before = os.getloadavg()[0]
                 started = time.perf_counter()
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 proc = _sidecar(broker, work, registry, processes=p, tail=False)
                 try:
                     rc = proc.wait(timeout=run_timeout_s)
@@ -178,6 +227,8 @@ def bench_throughput(
                     _stop(proc)
                     rc = None
                 wall_s = time.perf_counter() - started
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
                 records = consume(settings, "decisions", timeout_s=60)
             decided = decisions_by_tx(records)
             sustained, first_to_last, span_s = decision_rates(decided)
@@ -194,7 +245,11 @@ def bench_throughput(
                 span_s=round(span_s, 3),
                 wall_s=round(wall_s, 3),
                 wall_events_per_s=round(len(decided) / wall_s),
-                note="value: middle 80% of decisions by decided_at_ms; wall includes start-up",
+                cpu_s=round(cpu_s, 2),
+                events_per_cpu_s=round(len(decided) / cpu_s) if cpu_s else None,
+                load1_before=round(load_before, 2),
+                note="value: middle 80% of decisions by decided_at_ms; wall and cpu (user+sys "
+                "of the sidecar processes) include start-up",
             )
 
 
@@ -299,7 +354,10 @@ def bench_latency(
         with EmbeddedBroker(log_path=work / "broker.log") as broker:
             settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
             create_topics(settings, TOPICS)
-            proc = _sidecar(broker, work, registry, processes=1, tail=True)
+            port = _free_port()
+            proc = _sidecar(
+                broker, work, registry, processes=1, tail=True, extra=("--metrics-port", str(port))
+            )
             try:
                 warm = {**sim.transactions[0], "tx_id": "warmup-0"}
                 produce(settings, "transactions", [warm], key=_key)
@@ -311,6 +369,7 @@ def bench_latency(
                     phase = sim.transactions[offset : offset + n]
                     offset += n
                     expected += n
+                    scraped = scrape_inprocess(port)
                     t0 = time.perf_counter()
                     # linger_ms=0: the record timestamp is taken at send(); linger would only
                     # add producer-side delay to the measured latency.
@@ -332,6 +391,7 @@ def bench_latency(
                         dtype=np.float64,
                     )
                     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
+                    stages = inprocess_quantiles(scraped, scrape_inprocess(port))
                     emit(
                         benchmark="e2e_latency",
                         rate=rate,
@@ -343,8 +403,10 @@ def bench_latency(
                         p99_ms=float(p99),
                         p999_ms=float(p999),
                         max_ms=float(lat.max()),
+                        inprocess_ms={k: v for k, v in stages.items()},
                         unit="ms",
-                        note="p99 of decided_at_ms - ingested_at_ms (producer timestamp)",
+                        note="p99 of decided_at_ms - ingested_at_ms (producer timestamp); "
+                        "inprocess_ms: p50/p99/p99.9 per stage, poll -> handed to the producer",
                     )
             finally:
                 _stop(proc)

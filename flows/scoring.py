@@ -47,7 +47,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from fraudstream.errors import ConfigError
 from fraudstream.flows.sink import KafkaOut, OutMessage, dead_letter
-from fraudstream.flows.source import OrderedSource
+from fraudstream.flows.source import OrderedSource, Polled
 from fraudstream.health import HEALTH
 from fraudstream.kafka import KafkaSettings
 from fraudstream.metrics import (
@@ -55,6 +55,7 @@ from fraudstream.metrics import (
     DECISIONS,
     DRIFT,
     EVENTS,
+    INPROCESS,
     LABELS,
     LAST_BATCH,
     LATENCY,
@@ -75,7 +76,7 @@ from fraudstream.state.decisions import DECISIONS_FORMAT
 from fraudstream.state.entities import ENTITY_FORMAT, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
 from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_LEARN, EV_TX, Ingest
-from fraudstream.state.ops import base_features, partition_of
+from fraudstream.state.ops import OpBatch, base_matrix, partitions_of
 from fraudstream.state.rocksdb import RocksKV
 from fraudstream.state.txindex import INDEX_FORMAT
 
@@ -255,12 +256,14 @@ class _IngestLogic(StatefulBatchLogic):
         self.probe = probe
         self._stats = (0, 0, 0)
 
-    def on_batch(self, values: list[list[Received]]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[Polled]) -> tuple[list[Any], bool]:
         cfg, fs = self.cfg, self.cfg.feature_set
-        LAST_BATCH.set(time.time())
+        started = time.time()
+        LAST_BATCH.set(started)
         out: list[Any] = []
         recs: list[Received] = []
-        for batch in values:
+        polled: list[float] = []  # per record: when its poll returned
+        for polled_s, batch in values:
             if self.probe is not None:
                 self.probe(batch)
             for rec in batch:
@@ -269,15 +272,30 @@ class _IngestLogic(StatefulBatchLogic):
                     out.append(("x", _dead(cfg, rec, rec.value.reason, rec.value.detail)))
                 else:
                     recs.append(rec)
+                    polled.append(polled_s)
         n_tx = sum(1 for r in recs if r.kind == K_TX)
         EVENTS.labels(cfg.topics.transactions).inc(n_tx)
         EVENTS.labels(cfg.topics.labels).inc(len(recs) - n_tx)
         result = self.ingest.process([r.value for r in recs])
+        batch = result.batch
         n = cfg.partitions
-        groups: dict[int, list[Any]] = defaultdict(list)
-        for o in result.ops:
-            groups[partition_of(o[2], n)].append(o)
+        groups: list[tuple[int, OpBatch]] = []
+        if len(batch):
+            part = partitions_of(batch.entity, n)
+            order = np.argsort(part, kind="stable")  # op order kept within a partition
+            counts = np.bincount(part, minlength=n)
+            for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist())):
+                if len(idx):
+                    groups.append((p, batch.take(idx)))
+        txs = result.txs
+        base = base_matrix(
+            fs,
+            np.fromiter((tx.event_time_ms for tx in txs), dtype=np.int64, count=len(txs)),
+            np.fromiter((tx.amount for tx in txs), dtype=np.float64, count=len(txs)),
+        ).tolist()
+        next_tx = 0
         items: list[Any] = []
+        timing: list[tuple[str, float]] = []  # (tx_id, polled) of the new transactions
         for ev in result.events:
             kind = ev[0]
             if kind == EV_TX:
@@ -294,7 +312,9 @@ class _IngestLogic(StatefulBatchLogic):
                     "key": rec.key,
                     "raw": rec.raw,
                 }
-                items.append(("tx", tx.tx_id, meta, base_features(fs, tx), ev[2], ev[3]))
+                items.append(("tx", tx.tx_id, meta, base[next_tx], ev[2], ev[3]))
+                timing.append((tx.tx_id, polled[ev[1]]))
+                next_tx += 1
             elif kind == EV_DUPLICATE:
                 rec = recs[ev[1]]
                 meta = {
@@ -313,10 +333,10 @@ class _IngestLogic(StatefulBatchLogic):
                 out.append(("x", _dead(cfg, rec, "duplicate_conflict", detail)))
             elif kind == EV_LEARN:
                 items.append(("learn", *ev[1:]))
-        for p, ops in groups.items():
+        for p, ops in groups:
             out.append(("e", (f"e{p}", (p, ops))))
         if items:
-            out.append(("d", ("decide", ("items", items))))
+            out.append(("d", ("decide", ("items", items, (started, timing)))))
         self._report()
         return out, self.RETAIN
 
@@ -345,7 +365,7 @@ class _EntityLogic(StatefulBatchLogic):
         self.part: EntityPartition | None = None
         self._hits = self._misses = 0
 
-    def on_batch(self, values: list[tuple[int, list[Any]]]) -> tuple[list[Any], bool]:
+    def on_batch(self, values: list[tuple[int, OpBatch]]) -> tuple[list[Any], bool]:
         part = self.part
         if part is None:
             store = _open_store(
@@ -359,7 +379,8 @@ class _EntityLogic(StatefulBatchLogic):
                 sweep_every_ms=self.cfg.sweep_every_ms,
                 keep_decoded=False,
             )
-        result = part.process([o for _, ops in values for o in ops])
+        batch = OpBatch.concat([ops for _, ops in values])
+        result = part.process(batch)
         # Write through after every batch: flushing only at snapshots wrote an epoch's worth of
         # entities at once and showed as a latency spike every epoch.
         part.flush()
@@ -368,7 +389,9 @@ class _EntityLogic(StatefulBatchLogic):
             STEP_ERRORS.labels("entities").inc(len(result.errors))
             for o, reason in result.errors:
                 log.error("entity op failed (%s): %s", o[:4], reason)
-        return [("parts", result.values, errors)], self.RETAIN
+        ids = batch.tx_id
+        blocks = [(plan, [ids[i] for i in pos.tolist()], vals) for plan, pos, vals in result.blocks]
+        return [("blocks", blocks, errors)], self.RETAIN
 
     def snapshot(self) -> int | None:
         if self.part is None:
@@ -383,6 +406,16 @@ class _EntityLogic(StatefulBatchLogic):
         STATE.cache.labels("miss").inc(stats.cache_misses - self._misses)
         self._hits, self._misses = stats.cache_hits, stats.cache_misses
         return epoch
+
+
+def _parts(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An entity partition's feature blocks as the decision step's parts (one per transaction
+    and plan)."""
+    _, blocks, errors = value
+    parts: list[tuple[str, int, list[float]]] = []
+    for plan, tx_ids, vals in blocks:
+        parts += zip(tx_ids, [plan] * len(tx_ids), vals.tolist(), strict=True)
+    return ("parts", parts, errors)
 
 
 class _DecideLogic(StatefulBatchLogic):
@@ -400,10 +433,24 @@ class _DecideLogic(StatefulBatchLogic):
             queue=resume.get("queue", ()),
         )
         self._models: set[tuple[str, str, str]] = set()
+        # (polled, ingest started) per transaction not decided yet, for INPROCESS; not kept in
+        # snapshots (a resumed queue's transactions are not timed)
+        self._timing: dict[str, tuple[float, float]] = {}
+
+    def _unwrap(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Ingest items lose their timing (kept here), entity blocks become the step's parts."""
+        if value[0] == "blocks":
+            return _parts(value)
+        if value[0] == "items" and len(value) == 3:
+            ingest_s, timing = value[2]
+            self._timing.update((tx_id, (polled, ingest_s)) for tx_id, polled in timing)
+            return value[:2]
+        return value
 
     def on_batch(self, values: list[tuple[Any, ...]]) -> tuple[list[Any], bool]:
         cfg = self.cfg
-        out = self.step.on_items(values)
+        started = time.time()
+        out = self.step.on_items([self._unwrap(v) for v in values])
         decider = self.step.decider
         HEALTH.progress("decide", pending=decider.pending(), advanced=bool(out.decisions))
         topic = cfg.topics.decisions
@@ -411,12 +458,29 @@ class _DecideLogic(StatefulBatchLogic):
         actions: dict[tuple[str, str], int] = defaultdict(int)
         latencies = []
         now = cfg.clock_ms()
+        decided = time.time()
+        timing = self._timing
+        stages: list[tuple[float, float]] = []  # (polled, ingest started) of timed decisions
+        dlq = cfg.topics.transactions_dlq
         for _, tx_id, record, action, ingest_ms, stage in out.decisions:
-            msgs.append(OutMessage(topic, tx_id.encode(), record, (), cfg.topics.transactions_dlq))
+            t = timing.pop(tx_id, None) if action is not None else None
+            if t is None:
+                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq))
+            else:
+                stages.append(t)
+                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq, t[0], decided))
             if action is not None:
                 actions[(action, stage)] += 1
                 if ingest_ms > 0:
                     latencies.append(now - ingest_ms)
+        if len(timing) > 2 * decider.pending() + 10_000:  # failed transactions' timings
+            waiting = decider.waiting
+            self._timing = {k: v for k, v in timing.items() if k in waiting}
+        if stages:
+            polled_s, ingest_s = np.asarray(stages).T
+            INPROCESS.observe_many("queue", np.maximum(0.0, ingest_s - polled_s))
+            INPROCESS.observe_many("state", np.maximum(0.0, started - ingest_s))
+            INPROCESS.observe_many("scoring", np.full(len(stages), max(0.0, decided - started)))
         for _, meta, reason, detail in out.dead:
             STEP_ERRORS.labels("decide" if "decide" in reason else "entities").inc()
             src = meta["source"]
@@ -514,7 +578,7 @@ def build_flow(cfg: FlowConfig, *, probe: Callable[[Any], None] | None = None) -
     check_output_topics(cfg)
     flow = Dataflow("fraudstream")
     batches = op.input("input", flow, OrderedSource(cfg.reader_config()))
-    keyed = op.map("to_ingest", batches, lambda batch: ("ingest", batch))
+    keyed = op.map("to_ingest", batches, lambda polled: ("ingest", polled))
     ingested = op.stateful_batch("ingest", keyed, lambda s: _IngestLogic(cfg, s, probe))
     items = op.map("ingest_items", ingested, lambda kv: kv[1])
     is_entity = op.branch("is_entity_op", items, lambda v: v[0] == "e")

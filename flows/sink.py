@@ -21,10 +21,11 @@ import logging
 import time
 from typing import Any, NamedTuple
 
+import numpy as np
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from fraudstream.metrics import DLQ, SINK
+from fraudstream.metrics import DLQ, INPROCESS, SINK
 
 __all__ = ["KafkaOut", "OutMessage", "dead_letter"]
 
@@ -45,6 +46,9 @@ class OutMessage(NamedTuple):
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
     dead_letter_topic: str | None = None  # where a refused decision goes
+    # a decision's in-process timing (time.time()): its record's poll, the decision; 0: untimed
+    polled_s: float = 0.0
+    decided_s: float = 0.0
 
 
 def dead_letter(
@@ -142,6 +146,12 @@ class _Part(StatefulSinkPartition[OutMessage, None]):
     def write_batch(self, values: list[OutMessage]) -> None:
         for msg in values:
             self._produce(msg)
+        handed = time.time()
+        timed = [(m.polled_s, m.decided_s) for m in values if m.decided_s]
+        if timed:
+            polled, decided = np.asarray(timed).T
+            INPROCESS.observe_many("sink", np.maximum(0.0, handed - decided))
+            INPROCESS.observe_many("total", np.maximum(0.0, handed - polled))
         self.producer.poll(0)
 
     def snapshot(self) -> None:

@@ -4,11 +4,14 @@ All partitions of the transactions and labels topics are read by one
 :class:`~fraudstream.reader.OrderedReader`, which releases records in the input's deterministic
 order (:mod:`fraudstream.order`). A single source partition is what makes that order global: every
 downstream step receives its items from this one upstream worker, in order. Its resume state is the
-reader's snapshot (per partition: first unreleased offset and order floor).
+reader's snapshot (per partition: first unreleased offset and order floor). Each batch goes out
+with the wall-clock time it was polled (the start of the in-process latency,
+:data:`fraudstream.metrics.INPROCESS`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -19,15 +22,18 @@ from fraudstream.runtime import STOP
 __all__ = ["OrderedSource"]
 
 
-class _Partition(StatefulSourcePartition[list[Received], dict[str, Any]]):
+Polled = tuple[float, list[Received]]  # (time.time() of the poll, records in order)
+
+
+class _Partition(StatefulSourcePartition[Polled, dict[str, Any]]):
     def __init__(self, reader: OrderedReader) -> None:
         self.reader = reader
 
-    def next_batch(self) -> list[list[Received]]:
+    def next_batch(self) -> list[Polled]:
         if STOP.is_set():
             raise StopIteration  # unreleased records stay unread: the snapshot resumes at them
         batch = self.reader.next_batch()  # StopIteration ends a bounded run
-        return [batch] if batch else []
+        return [(time.time(), batch)] if batch else []
 
     def snapshot(self) -> dict[str, Any]:
         return self.reader.snapshot()
@@ -36,8 +42,8 @@ class _Partition(StatefulSourcePartition[list[Received], dict[str, Any]]):
         self.reader.close()
 
 
-class OrderedSource(FixedPartitionedSource[list[Received], dict[str, Any]]):
-    """Emits one list of :class:`~fraudstream.reader.Received` per poll, in input order."""
+class OrderedSource(FixedPartitionedSource[Polled, dict[str, Any]]):
+    """Emits, per poll, its time and its :class:`~fraudstream.reader.Received` in input order."""
 
     PART = "ordered-input"
 

@@ -21,6 +21,7 @@ __all__ = [
     "DRIFT",
     "EVENTS",
     "HEALTH_METRICS",
+    "INPROCESS",
     "INPUT",
     "LABELS",
     "LAST_BATCH",
@@ -32,6 +33,7 @@ __all__ = [
     "STATE",
     "STEP_ERRORS",
     "BatchHistogram",
+    "StageHistogram",
     "serve_metrics",
 ]
 
@@ -144,6 +146,100 @@ class BatchHistogram:
         family.add_metric([], list(zip(bounds, cumulative, strict=True)), total)
         return [family]
 
+
+class StageHistogram:
+    """Histograms of one quantity broken down by a ``stage`` label, fed a batch at a time.
+
+    Also answers quantiles in-process (:meth:`quantiles`, interpolated within buckets) so that a
+    benchmark or a log line can read them without scraping.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, stages: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.stages = stages
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self._counts = np.zeros((len(stages), len(buckets) + 1), dtype=np.int64)
+        self._sums = np.zeros(len(stages))
+        self._index = {s: i for i, s in enumerate(stages)}
+        self._lock = threading.Lock()
+
+    def observe_many(self, stage: str, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        idx = np.searchsorted(self.bounds, values, side="left")  # "le" buckets, as Prometheus
+        counts = np.bincount(idx, minlength=self._counts.shape[1])
+        total = float(values.sum())
+        row = self._index[stage]
+        with self._lock:
+            self._counts[row] += counts
+            self._sums[row] += total
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts per stage and bucket, sums per stage)``: diff two to get an interval."""
+        with self._lock:
+            return self._counts.copy(), self._sums.copy()
+
+    def quantiles(
+        self, qs: tuple[float, ...], since: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, list[float]]:
+        """Per stage, the quantiles ``qs`` (0-1) of the values observed (since ``since``),
+        linear within a bucket; NaN without observations."""
+        counts, _ = self.snapshot()
+        if since is not None:
+            counts = counts - since[0]
+        return {
+            s: quantiles_from_buckets(self.bounds, counts[i], qs) for s, i in self._index.items()
+        }
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts, axis=1).tolist()
+            sums = self._sums.tolist()
+        bounds = [*(repr(float(b)) for b in self.bounds), "+Inf"]
+        family = HistogramMetricFamily(self.name, self.documentation, labels=["stage"])
+        for stage, row in self._index.items():
+            family.add_metric([stage], list(zip(bounds, cumulative[row], strict=True)), sums[row])
+        return [family]
+
+
+def quantiles_from_buckets(
+    bounds: np.ndarray, counts: np.ndarray, qs: tuple[float, ...]
+) -> list[float]:
+    """Quantiles of a histogram (``counts[i]`` values in ``(bounds[i-1], bounds[i]]``, the last
+    above every bound), linear within the bucket; the top bucket reports its lower bound."""
+    total = int(counts.sum())
+    if not total:
+        return [float("nan")] * len(qs)
+    cum = np.cumsum(counts)
+    lows = np.concatenate([[0.0], bounds])
+    highs = np.concatenate([bounds, [bounds[-1]]])
+    out = []
+    for q in qs:
+        rank = q * total
+        i = int(np.searchsorted(cum, rank, side="left"))
+        i = min(i, len(counts) - 1)
+        before = cum[i] - counts[i]
+        frac = (rank - before) / counts[i] if counts[i] else 0.0
+        out.append(float(lows[i] + (highs[i] - lows[i]) * min(max(frac, 0.0), 1.0)))
+    return out
+
+
+# From the poll that read a record to the moment its decision is handed to the producer, in
+# this process, split into where the time went: ``queue`` (polled -> the ingest step starts on
+# it), ``state`` (ingest, entity partitions, waiting for every part), ``scoring`` (the decision
+# step's batch: models, records, decision store), ``sink`` (-> handed to the Kafka producer);
+# ``total`` is their sum. Broker and network time are outside: see LATENCY.
+_LATENCY_BUCKETS = tuple(float(f"{b:.3g}") for b in np.geomspace(0.0005, 30.0, 49))
+INPROCESS = StageHistogram(
+    "fraudstream_inprocess_latency_seconds",
+    "From the poll that read a transaction to its decision handed to the producer, by stage",
+    ("queue", "state", "scoring", "sink", "total"),
+    _LATENCY_BUCKETS,
+)
+REGISTRY.register(INPROCESS)
 
 LATENCY = BatchHistogram(
     "fraudstream_event_to_decision_seconds",

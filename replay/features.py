@@ -192,9 +192,9 @@ def _replay(
         if not pending:
             return
         result = engine.process(pending)
-        if result.rows:
-            chunks.append(np.asarray([row for _, row in result.rows], dtype=np.float64))
-            for i, _ in result.rows:
+        if result.positions:
+            chunks.append(result.X)
+            for i in result.positions:
                 tx = pending[i]
                 tx_ids.append(tx.tx_id)
                 times.append(tx.event_time_ms)

@@ -1,28 +1,33 @@
-"""The columnar kernel: a batch of transaction ops evaluated with a few numpy calls per plan.
+"""The columnar kernel: every plan of a partition's batch evaluated with a few hundred numpy calls.
 
 The per-op kernel (:mod:`fraudstream.state.kernel`) costs tens of microseconds of Python per op;
-a partition's batch of hundreds of ops costs here a few dozen numpy calls per plan instead:
+here a whole batch (all plans, all entities, all events) costs a fixed number of numpy calls plus
+a few dictionary operations per entity:
 
 1. **Decode** every touched history at once. Records are multiples of 8 bytes (format 3), so the
    batch's records joined end to end are one int64 buffer; headers and columns are gathered with
    index arithmetic (:class:`Records`).
 2. **Accumulate** each entity's new events exactly as one-by-one adds would: the prefix sums are
-   continued with ``np.add.accumulate`` along rows of a (entities x events) matrix, which adds
-   left to right like the sequential code, and the TwoSum errors are computed elementwise. The
-   results are bit for bit those of :meth:`History.add`.
-3. **Evaluate** every window of every event: each entity's combined timeline (history buckets
-   plus the batch's new buckets) is laid out flat with keys ``entity * 2**32 + time``, so one
-   ``searchsorted`` finds every window's lower bound; the upper bound of event ``k`` is the
-   prefix *before* it (its entity's earlier events included). The arithmetic is the per-op
-   kernel's, on the same values, so features are bit for bit identical.
-4. **Encode** the new histories with the same index arithmetic (:func:`encode_many`).
+   continued with ``np.add.accumulate`` along the rows of a (entities x events) matrix, which adds
+   left to right like the sequential code, and the TwoSum errors are computed elementwise.
+   Entities are grouped by their number of events (powers of two) so that a hot entity does not
+   pad every other row. The results are bit for bit those of :meth:`History.add`.
+3. **Evaluate** every window of every event of every plan: the combined timelines of all entities
+   (stored buckets plus the batch's new buckets) are laid out flat with keys
+   ``entity * span + time``, so one ``searchsorted`` per distinct look-back finds that look-back's
+   lower bound for every event of the batch; the upper bound of event ``k`` is the prefix
+   *before* it (its entity's earlier events included). The arithmetic is the per-op kernel's, on
+   the same values, so features are bit for bit identical. Delayed fraud counts pair each event
+   with its entity's fraud entries (few: labels are rare) and sum with ``bincount``.
+4. **Encode** the new histories: each new record is one gather from the old records (the
+   buckets that survive pruning are contiguous) and the batch's new values (:class:`Rewrite`).
 
-Which groups qualify (the others take the per-op path, with identical results): a plan without
-``max``; no fraud op for the entity in the batch; the entity's events in time order, none older
-than its newest event already stored; fewer than ``max_buckets`` buckets after the batch (no
-coarsening); the batch's events of the entity spanning less than the horizon. In a live stream
-or a replay in order that is nearly every group. Novelty flags (dict lookups) and delayed fraud
-counts (entities with fraud entries) stay per event in Python.
+Which entities qualify (the others take the per-op path, with identical results) is decided by
+the caller (:mod:`fraudstream.state.entities`): a plan without ``max``; no fraud op for the entity
+in the batch; its events in time order, none older than its newest stored event; no coarsening;
+the batch's events spanning less than the horizon. In a live stream or a replay in order that is
+nearly every entity. Novelty flags (small dictionaries of seen values) stay per event in Python,
+in the caller.
 """
 
 from __future__ import annotations
@@ -32,12 +37,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Records", "encode_many", "ranges"]
+from fraudstream.state.history import HISTORY_FORMAT, ROW
+
+__all__ = ["Plan", "Records", "Rewrite", "evaluate", "ranges"]
 
 _HDR_WORDS = 4
 _LOW32 = np.int64(0xFFFFFFFF)
-_FORMAT = 3
-KEY_SHIFT = np.int64(1 << 32)
+_FORMAT = HISTORY_FORMAT
+_COLS = np.arange(2, 2 + 5)
+_POW2 = 2 ** np.arange(1, 63, dtype=np.int64)
+_EMPTY_I = np.empty(0, dtype=np.int64)
 
 
 def ranges(offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -45,21 +54,26 @@ def ranges(offs: np.ndarray, lens: np.ndarray) -> np.ndarray:
     lens = np.asarray(lens, dtype=np.int64)
     total = int(lens.sum())
     if total == 0:
-        return np.empty(0, dtype=np.int64)
+        return _EMPTY_I
     firsts = np.cumsum(lens) - lens
     return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(offs, np.int64) - firsts, lens)
 
 
 class Records:
-    """G encoded histories (format 3) read as columns; offsets are in 8-byte words."""
+    """G encoded histories (format 4: rows of 7 words) read as columns.
+
+    ``w``/``f`` are the records joined end to end as words (int64/float64 views); ``start`` is
+    each record's first row, bucket ``i`` is row ``start + 2 + i``, and prefix entry ``j`` (the
+    sums before bucket ``j``) sits in columns 2-6 of row ``start + 1 + j``.
+    """
 
     def __init__(self, raws: Sequence[bytes]) -> None:
         joined = b"".join(raws)
         self.w = np.frombuffer(joined, dtype=np.int64)
         self.f = self.w.view(np.float64)
-        words = np.fromiter((len(r) >> 3 for r in raws), dtype=np.int64, count=len(raws))
-        self.start = np.cumsum(words) - words
-        hdr = self.w[self.start[:, None] + np.arange(_HDR_WORDS)]
+        rows = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws)) // (8 * ROW)
+        self.start = np.cumsum(rows) - rows
+        hdr = self.w[(self.start * ROW)[:, None] + np.arange(_HDR_WORDS)]
         if len(raws) and ((hdr[:, 0] & _LOW32) != _FORMAT).any():
             raise ValueError("entity record of another format in the batch")
         self.seen_len = hdr[:, 0] >> 32
@@ -67,71 +81,36 @@ class Records:
         self.max_t = hdr[:, 2].copy()
         self.n = hdr[:, 3] & _LOW32
         self.nf = hdr[:, 3] >> 32
-        n, nf = self.n, self.nf
-        self.o_times = self.start + _HDR_WORDS
-        self.o_cum = [self.o_times + n + k * (n + 1) for k in range(5)]  # cc cs cs_lo cq cq_lo
-        self.o_maxs = self.o_times + n + 5 * (n + 1)
-        self.o_f = [self.o_maxs + n + k * nf for k in range(3)]  # f_time f_label_ms f_delta
-        self.o_seen = self.o_maxs + n + 3 * nf
+        self.o_rows = self.start + 2
+        o_f = (self.o_rows + self.n) * ROW
+        self.o_f = [o_f, o_f + self.nf, o_f + 2 * self.nf]  # f_time f_label_ms f_delta (words)
+        self.o_seen = o_f + 3 * self.nf + (-3 * self.nf) % ROW
         self.raws = raws
+
+    def take(self, rows: np.ndarray) -> Records:
+        """The records ``rows`` (same buffer: offsets stay valid)."""
+        sub = Records.__new__(Records)
+        sub.w, sub.f = self.w, self.f
+        for name in ("start", "seen_len", "last_ms", "max_t", "n", "nf", "o_rows", "o_seen"):
+            setattr(sub, name, getattr(self, name)[rows])
+        sub.o_f = [o[rows] for o in self.o_f]
+        sub.raws = [self.raws[i] for i in rows.tolist()]
+        return sub
 
     def seen(self, i: int) -> bytes:
         """The raw seen-values JSON of record ``i`` (empty when it has none)."""
         size = int(self.seen_len[i])
         if not size:
             return b""
-        off = int(self.o_seen[i]) * 8 - int(self.start[i]) * 8
+        off = (int(self.o_seen[i]) - int(self.start[i]) * ROW) * 8
         return self.raws[i][off : off + size]
 
-
-@dataclass
-class Columns:
-    """New histories of G entities, flat: per entity a slice of each array."""
-
-    last_ms: np.ndarray
-    max_t: np.ndarray
-    n: np.ndarray  # buckets per entity
-    times: np.ndarray  # sum(n)
-    cums: list[np.ndarray]  # 5 arrays, sum(n + 1)
-    maxs: np.ndarray  # sum(n)
-    nf: np.ndarray
-    fraud: list[np.ndarray]  # 3 int64 arrays, sum(nf)
-    seen: list[bytes]
-
-
-def encode_many(c: Columns) -> list[bytes]:
-    """Format-3 records of every entity of ``c`` (bit for bit :func:`history.encode`)."""
-    g = len(c.n)
-    n = c.n.astype(np.int64)
-    nf = c.nf.astype(np.int64)
-    seen_words = np.fromiter(((len(s) + 7) >> 3 for s in c.seen), dtype=np.int64, count=g)
-    seen_len = np.fromiter((len(s) for s in c.seen), dtype=np.int64, count=g)
-    words = _HDR_WORDS + n + 5 * (n + 1) + n + 3 * nf + seen_words
-    start = np.cumsum(words) - words
-    out = np.empty(int(words.sum()), dtype=np.int64)
-    out[start] = _FORMAT | (seen_len << 32)
-    out[start + 1] = c.last_ms
-    out[start + 2] = c.max_t
-    out[start + 3] = n | (nf << 32)
-    fout = out.view(np.float64)
-    pos = start + _HDR_WORDS
-    out[ranges(pos, n)] = c.times
-    pos = pos + n
-    for cum in c.cums:
-        fout[ranges(pos, n + 1)] = cum
-        pos = pos + n + 1
-    fout[ranges(pos, n)] = c.maxs
-    pos = pos + n
-    for col in c.fraud:
-        out[ranges(pos, nf)] = col
-        pos = pos + nf
-    if seen_words.any():
-        padded = b"".join(s + b" " * (-len(s) % 8) for s in c.seen)
-        out[ranges(pos, seen_words)] = np.frombuffer(padded, dtype=np.int64)
-    data = out.view(np.uint8)
-    bounds = [*(start * 8).tolist(), len(data)]
-    raw = data.tobytes()
-    return [raw[bounds[i] : bounds[i + 1]] for i in range(g)]
+    def seen_all(self) -> list[bytes]:
+        """:meth:`seen` of every record (most have none)."""
+        out = [b""] * len(self.raws)
+        for i in np.flatnonzero(self.seen_len).tolist():
+            out[i] = self.seen(i)
+        return out
 
 
 def _std(c: np.ndarray, s: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -168,11 +147,137 @@ class Plan:
             + len(self.delayed_los) * len(self.delayed_outputs)
         )
 
+    @property
+    def novelty_col(self) -> int:
+        """Index of the first novelty column."""
+        return self.width - self.n_novelty - len(self.delayed_los) * len(self.delayed_outputs)
+
+
+class _Chains:
+    """Prefix sums of amounts and squared amounts continued event by event (see module doc):
+    per event, the double-double prefix *after* it."""
+
+    def __init__(
+        self,
+        base: list[np.ndarray],
+        amt: np.ndarray,
+        first: np.ndarray,
+        m: np.ndarray,
+        rank: np.ndarray,
+    ) -> None:
+        e_count = len(amt)
+        a2 = amt * amt
+        self.s_hi = np.empty(e_count)
+        self.s_lo = np.empty(e_count)
+        self.q_hi = np.empty(e_count)
+        self.q_lo = np.empty(e_count)
+        if not e_count:
+            return
+        # rows grouped by size class (m <= 2**k), so a hot entity does not pad every other row
+        cls = np.searchsorted(_POW2, m)
+        order = np.argsort(cls, kind="stable")
+        bounds = np.flatnonzero(np.diff(cls[order])) + 1
+        for gs in np.split(order, bounds.tolist()):
+            width = int(_POW2[cls[gs[0]]]) + 1
+            mg = m[gs]
+            ev = ranges(first[gs], mg)
+            row = np.repeat(np.arange(len(gs), dtype=np.int64), mg)
+            col = rank[ev] + 1
+            x = np.zeros((2, len(gs), width))
+            x[0, :, 0] = base[1][gs]
+            x[1, :, 0] = base[3][gs]
+            x[0, row, col] = amt[ev]
+            x[1, row, col] = a2[ev]
+            hi = np.add.accumulate(x, axis=2)
+            bp = hi[:, :, 1:] - hi[:, :, :-1]
+            err = np.empty_like(x)
+            err[0, :, 0] = base[2][gs]
+            err[1, :, 0] = base[4][gs]
+            err[:, :, 1:] = (hi[:, :, :-1] - (hi[:, :, 1:] - bp)) + (x[:, :, 1:] - bp)
+            lo = np.add.accumulate(err, axis=2)
+            self.s_hi[ev] = hi[0, row, col]
+            self.q_hi[ev] = hi[1, row, col]
+            self.s_lo[ev] = lo[0, row, col]
+            self.q_lo[ev] = lo[1, row, col]
+
+
+class _SpanError(ValueError):
+    """Times of a batch too far apart for the flat keys (the caller takes the per-op path)."""
+
+
+class Rewrite:
+    """The batch's entities' new records, encoded once their seen values are final
+    (:meth:`encode`): each record is gathered in one pass from its old record (the buckets that
+    survive pruning, contiguous) and the batch's new values (header, new buckets, fraud entries,
+    seen values)."""
+
+    def __init__(self, rec: Records, seen: list[bytes], **parts: np.ndarray) -> None:
+        self.rec = rec
+        self.seen = seen
+        self.parts = parts
+
+    def encode(self) -> list[bytes]:
+        """Format-4 records (bit for bit :func:`~fraudstream.state.history.encode`)."""
+        rec, p = self.rec, self.parts
+        g_count = len(rec.n)
+        seen = self.seen
+        seen_len = np.fromiter(map(len, seen), dtype=np.int64, count=g_count)
+        seen_rows = (seen_len + 8 * ROW - 1) // (8 * ROW)
+        ks, nb, d_s, r_off, nf = p["ks"], p["nb"], p["d_s"], p["r_off"], p["nf"]
+        # new rows: headers, bases, the batch's buckets, fraud entries, seen values
+        head = np.zeros((2 * g_count, ROW), dtype=np.int64)
+        head[0::2, 0] = _FORMAT | (seen_len << 32)
+        head[0::2, 1] = p["last_ms"]
+        head[0::2, 2] = p["max_t"]
+        head[0::2, 3] = (ks + nb) | (nf << 32)
+        head.view(np.float64)[1::2, 2:] = rec.f[((rec.start + 1 + d_s) * ROW)[:, None] + _COLS]
+        runs = len(p["run_times"])
+        run_rows = np.empty((runs, ROW), dtype=np.int64)
+        run_rows[:, 0] = p["run_times"]
+        fr = run_rows.view(np.float64)
+        fr[:, 1] = p["run_max"]
+        for k in range(5):
+            fr[:, 2 + k] = p["run_end"][k]
+        f_rows = (3 * nf + ROW - 1) // ROW
+        fraud = np.zeros(int(f_rows.sum()) * ROW, dtype=np.int64)
+        if len(p["f_time"]):
+            f_word = (np.cumsum(f_rows) - f_rows) * ROW
+            i = ranges(f_word, nf)
+            rep = np.repeat(nf, nf)
+            fraud[i] = p["f_time"]
+            fraud[i + rep] = p["f_label"]
+            fraud[i + 2 * rep] = p["f_delta"]
+        parts = [rec.w.reshape(-1, ROW), head, run_rows, fraud.reshape(-1, ROW)]
+        if seen_len.any():
+            padded = b"".join(x + b" " * (-len(x) % (8 * ROW)) for x in seen)
+            parts.append(np.frombuffer(padded, dtype=np.int64).reshape(-1, ROW))
+        source = np.concatenate(parts)
+        o_head = len(rec.w) // ROW
+        o_run = o_head + 2 * g_count
+        o_fraud = o_run + runs
+        o_seen = o_fraud + len(fraud) // ROW
+        gidx = np.arange(g_count, dtype=np.int64)
+        starts = np.stack(
+            [
+                o_head + 2 * gidx,
+                rec.o_rows + d_s,
+                o_run + r_off,
+                o_fraud + np.cumsum(f_rows) - f_rows,
+                o_seen + np.cumsum(seen_rows) - seen_rows,
+            ],
+            axis=1,
+        )
+        lens = np.stack([np.full(g_count, 2, dtype=np.int64), ks, nb, f_rows, seen_rows], axis=1)
+        out = source[ranges(starts.ravel(), lens.ravel())]
+        bounds = (np.cumsum(lens.sum(axis=1)) * (8 * ROW)).tolist()
+        raw = out.tobytes()
+        return [raw[a:b] for a, b in zip([0, *bounds], bounds, strict=False)]
+
 
 def evaluate(
-    plan: Plan,
+    plans: Sequence[Plan | None],
     rec: Records,
-    rows: np.ndarray,
+    g_plan: np.ndarray,
     ev_group: np.ndarray,
     ev_t: np.ndarray,
     ev_tms: np.ndarray,
@@ -180,15 +285,18 @@ def evaluate(
     clock_first: np.ndarray,
     clock_last: np.ndarray,
     horizon: int,
-) -> tuple[np.ndarray, Columns]:
-    """Features of every event and the entities' new histories (see the module docstring).
+) -> tuple[dict[int, tuple[int, int, np.ndarray]], Rewrite]:
+    """Features of every event and the entities' new records (see the module docstring).
 
-    ``rows[g]`` is the record of group ``g``; events are sorted by group, in op order within a
-    group, times in resolution units; ``clock_first``/``clock_last`` are each group's maintenance
-    clock at its first and last op, in resolution units. Novelty columns are left as NaN (the
-    caller fills them); ``Columns.seen`` is left empty.
+    Group ``g`` is record ``g`` of ``rec``; groups are sorted by plan (``g_plan``), events by
+    group, in op order within a group; times are in resolution units; ``clock_first`` and
+    ``clock_last`` are each group's maintenance clock at its first and last op, in resolution
+    units. Returns, per plan present, ``(first_event, end_event, values)`` (the plan's events are
+    the contiguous range ``[first_event, end_event)``), and the new records to encode. Novelty
+    columns are left as NaN: the caller fills them and the new seen values
+    (``Rewrite.seen``, the stored ones until then).
     """
-    g_count = len(rows)
+    g_count = len(g_plan)
     e_count = len(ev_t)
     gidx = np.arange(g_count, dtype=np.int64)
     m = np.bincount(ev_group, minlength=g_count).astype(np.int64)
@@ -197,194 +305,278 @@ def evaluate(
     last = first + m - 1
     t_first, t_last = ev_t[first], ev_t[last]
 
-    n0 = rec.n[rows]
-    max_t = rec.max_t[rows]
-    o_times = rec.o_times[rows]
+    n0 = rec.n
+    max_t = rec.max_t
+    o_rows = rec.o_rows
+    h_times = rec.w[ranges(o_rows, n0) * ROW]
+    # flat keys: entity * span + (time - t0); look-ups are clipped to [-1, span - 2]
+    t_min = int(ev_t.min()) if e_count else 0
+    t_max = int(ev_t.max()) if e_count else 0
+    if len(h_times):
+        t_min = min(t_min, int(h_times.min()))
+        t_max = max(t_max, int(h_times.max()))
+    span = t_max - t_min + 2
+    if span * (g_count + 1) >= 2**62:
+        raise _SpanError("times too far apart for one batch")
+    t0 = t_min
+    h_keys = np.repeat(gidx * span, n0) + (h_times - t0)
+    h_start = np.cumsum(n0) - n0
+
+    def stored_le(t: np.ndarray) -> np.ndarray:
+        """Per group: stored buckets at or before ``t``."""
+        q = gidx * span + np.clip(t - t0, -1, span - 2)
+        return np.searchsorted(h_keys, q, side="right") - h_start
+
     # prune before the first op (its reference time), as the per-op path does
     ref0 = np.minimum(np.maximum(t_first, max_t), clock_first)
-    h_times = rec.w[ranges(o_times, n0)]
-    h_keys = np.repeat(gidx * KEY_SHIFT, n0) + h_times
-    h_start = np.cumsum(n0) - n0
-    drop0 = np.searchsorted(h_keys, gidx * KEY_SHIFT + (ref0 - horizon), side="right") - h_start
+    drop0 = stored_le(ref0 - horizon)
     n1 = n0 - drop0
-    last_h_time = np.where(n1 > 0, rec.w[o_times + np.maximum(n0 - 1, 0)], np.int64(-(2**62)))
+    last_row = np.maximum(o_rows + n0 - 1, rec.start + 1) * ROW  # (row 1 when empty: masked)
+    last_h_time = np.where(n0 > 0, rec.w[last_row], np.int64(-(2**62)))
     merged = (n1 > 0) & (t_first == last_h_time)
-    keep = n1 - merged
+    keep = n1 - merged  # stored buckets before the batch's first bucket
 
     # runs of events in the same time unit: the batch's buckets (the first may extend the last
     # stored bucket)
     run_start = np.ones(e_count, dtype=bool)
     run_start[1:] = (ev_t[1:] != ev_t[:-1]) | (rank[1:] == 0)
     run_first = np.flatnonzero(run_start)
-    run_last = np.r_[run_first[1:] - 1, e_count - 1]
+    run_last = np.empty_like(run_first)
+    run_last[:-1] = run_first[1:] - 1
+    if len(run_last):
+        run_last[-1] = e_count - 1
     run_group = ev_group[run_first]
     nb = np.bincount(run_group, minlength=g_count).astype(np.int64)
+    r_off = np.cumsum(nb) - nb
+    run_times = ev_t[run_first]
+    r_keys = run_group * span + (run_times - t0)
 
     # prefix sums continued event by event, exactly as History.add adds (left to right)
-    width = int(m.max()) + 1 if e_count else 1
-    o_cum = [o[rows] for o in rec.o_cum]
-    base = [rec.f[o + n0] for o in o_cum]  # the entry after the last stored bucket
-    amt = np.zeros((g_count, width))
-    amt[ev_group, rank + 1] = ev_amt
-    a2 = amt * amt
-    chains = []
-    for hi0, lo0, x in ((base[1], base[2], amt), (base[3], base[4], a2)):
-        x[:, 0] = hi0
-        hi = np.add.accumulate(x, axis=1)
-        bp = hi[:, 1:] - hi[:, :-1]
-        err = np.empty_like(x)
-        err[:, 0] = lo0
-        err[:, 1:] = (hi[:, :-1] - (hi[:, 1:] - bp)) + (x[:, 1:] - bp)
-        chains.append((hi, np.add.accumulate(err, axis=1)))
-    (s_hi, s_lo), (q_hi, q_lo) = chains
-    before = (ev_group, rank)
-    after = (ev_group, rank + 1)
-    u_cc = base[0][ev_group] + rank.astype(np.float64)
-    u = [u_cc, s_hi[before], s_lo[before], q_hi[before], q_lo[before]]
-    end_ev = run_last
+    o_prefix = (rec.start + 1) * ROW + 2  # word of prefix entry 0's count
+    base = [rec.f[o_prefix + n0 * ROW + k] for k in range(5)]  # after the last stored bucket
+    ch = _Chains(base, ev_amt, first, m, rank)
+    not_first = rank > 0
+    prev = np.maximum(np.arange(e_count, dtype=np.int64) - 1, 0)
+
+    def before(after: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.where(not_first, after[prev], b[ev_group])
+
+    u = [
+        base[0][ev_group] + rank.astype(np.float64),
+        before(ch.s_hi, base[1]),
+        before(ch.s_lo, base[2]),
+        before(ch.q_hi, base[3]),
+        before(ch.q_lo, base[4]),
+    ]
     run_end = [
-        base[0][run_group] + (rank[end_ev] + 1).astype(np.float64),
-        s_hi[after][end_ev],
-        s_lo[after][end_ev],
-        q_hi[after][end_ev],
-        q_lo[after][end_ev],
+        base[0][run_group] + (rank[run_last] + 1).astype(np.float64),
+        ch.s_hi[run_last],
+        ch.s_lo[run_last],
+        ch.q_hi[run_last],
+        ch.q_lo[run_last],
     ]
 
-    # combined timelines: kept stored buckets, then the batch's buckets
-    clen = keep + nb
-    c_start = np.cumsum(clen) - clen
-    p_start = np.cumsum(clen + 1) - (clen + 1)
-    c_times = np.empty(int(clen.sum()), dtype=np.int64)
-    c_maxs = np.empty(len(c_times))
-    src = ranges(o_times + drop0, keep)
-    dst = ranges(c_start, keep)
-    c_times[dst] = rec.w[src]
-    c_maxs[dst] = rec.f[ranges(rec.o_maxs[rows] + drop0, keep)]
-    run_rank = np.arange(len(run_first), dtype=np.int64) - (np.cumsum(nb) - nb)[run_group]
-    run_dst = c_start[run_group] + keep[run_group] + run_rank
-    c_times[run_dst] = ev_t[run_first]
-    run_max = np.maximum.reduceat(ev_amt, run_first) if e_count else np.empty(0)
-    merged_runs = merged[run_group] & (run_rank == 0)
-    if merged_runs.any():
-        stored_last = rec.f[rec.o_maxs[rows] + n0 - 1][run_group[merged_runs]]
-        run_max[merged_runs] = np.maximum(stored_last, run_max[merged_runs])
-    c_maxs[run_dst] = run_max
-    p_src = ranges(o_cum[0] + drop0, keep + 1)
-    p_dst = ranges(p_start, keep + 1)
-    prefix = []
-    for k in range(5):
-        arr = np.empty(int((clen + 1).sum()))
-        arr[p_dst] = rec.f[p_src + (o_cum[k] - o_cum[0])[np.repeat(gidx, keep + 1)]]
-        arr[p_start[run_group] + keep[run_group] + 1 + run_rank] = run_end[k]
-        prefix.append(arr)
-    c_keys = np.repeat(gidx * KEY_SHIFT, clen) + c_times
-    g_key = ev_group * KEY_SHIFT
+    # look-ups in each entity's combined timeline (kept stored buckets, then the batch's): per
+    # event and look-back, the prefix entry after the last bucket at or before t - back; every
+    # look-back of every plan at once, as (events x look-backs) matrices
+    plan_ids = np.unique(g_plan).tolist()
+    present = [plans[p] for p in plan_ids]
+    backs_set: set[int] = set()
+    sq_set: set[int] = set()
+    for plan in present:
+        assert plan is not None
+        backs_set.update(plan.wins)
+        if "std" in plan.aggs:
+            sq_set.update(plan.wins)
+        if plan.zwin is not None:
+            backs_set.add(plan.zwin)
+            sq_set.add(plan.zwin)
+        if plan.delayed_los:
+            backs_set.add(plan.delay)
+            backs_set.update(plan.delay + w for w in plan.delayed_los)
+    backs = sorted(backs_set)
+    col_of = {b: i for i, b in enumerate(backs)}
+    sq_backs = sorted(sq_set)
+    sq_of = {b: i for i, b in enumerate(sq_backs)}
+    g_key = (ev_group * span)[:, None]
+    q = g_key + np.clip(ev_t[:, None] - np.asarray(backs, dtype=np.int64) - t0, -1, span - 2)
+    e_keep = keep[ev_group][:, None]
+    cs = np.searchsorted(h_keys, q, side="right") - (h_start + drop0)[ev_group][:, None]
+    cs = np.clip(cs, 0, e_keep)
+    e_roff = r_off[ev_group][:, None]
+    cr = np.searchsorted(r_keys, q, side="right") - e_roff
+    in_runs = cr > 0
+    run_pos = np.maximum(e_roff + cr - 1, 0)
+    stored_pos = (o_prefix + drop0 * ROW)[ev_group][:, None] + cs * ROW
 
-    def lower(t: np.ndarray) -> np.ndarray:
-        """Prefix index of the first combined bucket after ``t`` (per event)."""
-        i = np.searchsorted(c_keys, g_key + t, side="right") - c_start[ev_group]
-        return p_start[ev_group] + i
+    def prefix(k: int, cols: slice | list[int]) -> np.ndarray:
+        return np.where(
+            in_runs[:, cols], run_end[k][run_pos[:, cols]], rec.f[stored_pos[:, cols] + k]
+        )
 
-    out = np.full((e_count, plan.width), np.nan)
-    col = 0
-    amount = ev_amt
-    cur = plan.include_current
-    for w in plan.wins:
-        pi = lower(ev_t - w)
-        c = u[0] - prefix[0][pi]
-        s = (u[1] - prefix[1][pi]) + (u[2] - prefix[2][pi])
-        if cur:
-            c = c + 1.0
-            s = s + amount
-        if plan.aggs == ("count", "sum"):
-            out[:, col], out[:, col + 1] = c, s
-            col += 2
-            continue
-        q = (u[3] - prefix[3][pi]) + (u[4] - prefix[4][pi])
-        if cur:
-            q = q + amount * amount
-        for agg in plan.aggs:
-            if agg == "count":
-                out[:, col] = c
-            elif agg == "sum":
-                out[:, col] = s
-            elif agg == "mean":
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    out[:, col] = np.where(c != 0, s / c, 0.0)
-            else:  # std
-                out[:, col] = _std(c, s, q)
-            col += 1
-    if plan.zwin is not None:
-        pi = lower(ev_t - plan.zwin)
-        c = u[0] - prefix[0][pi]
-        s = (u[1] - prefix[1][pi]) + (u[2] - prefix[2][pi])
-        q = (u[3] - prefix[3][pi]) + (u[4] - prefix[4][pi])
-        sd = _std(c, s, q)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = (amount - s / c) / sd
-        out[:, col] = np.where((c >= 2) & (sd > 0), z, 0.0)
-        col += 1
-    if plan.recency:
-        prev = np.empty(e_count, dtype=np.int64)
-        prev[1:] = ev_t[:-1]
-        has_prev = rank > 0
-        at_first = ~has_prev
-        prev[at_first] = last_h_time[ev_group[at_first]]
-        has_prev |= at_first & (n1[ev_group] > 0)
-        out[:, col] = np.where(has_prev, (ev_t - prev) * plan.sec_per_unit, -1.0)
-        col += 1
-    col += plan.n_novelty
-    if plan.delayed_los:
-        hi = ev_t - plan.delay
-        pd = lower(hi)
-        fraud_groups = np.flatnonzero(rec.nf[rows] > 0)
-        for w in plan.delayed_los:
-            pi = lower(hi - w)
-            c = prefix[0][pd] - prefix[0][pi]
-            frauds = np.zeros(e_count)
-            for g in fraud_groups.tolist():
-                r = int(rows[g])
-                k = int(rec.nf[r])
-                ft = rec.w[rec.o_f[0][r] : rec.o_f[0][r] + k]
-                fl = rec.w[rec.o_f[1][r] : rec.o_f[1][r] + k]
-                fd = rec.w[rec.o_f[2][r] : rec.o_f[2][r] + k]
-                for e in range(int(first[g]), int(first[g] + m[g])):
-                    lo, top, known = hi[e] - w, hi[e], ev_tms[e]
-                    sel = (ft > lo) & (ft <= top) & (fl <= known)
-                    frauds[e] = float(int(fd[sel].sum()))
-            for o in plan.delayed_outputs:
-                if o == "delayed_count":
-                    out[:, col] = c
-                else:
+    every = slice(None)
+    count = u[0][:, None] - prefix(0, every)  # (events x look-backs) of stored buckets
+    total = (u[1][:, None] - prefix(1, every)) + (u[2][:, None] - prefix(2, every))
+    squares = None
+    if sq_backs:
+        qc = [col_of[b] for b in sq_backs]
+        squares = (u[3][:, None] - prefix(3, qc)) + (u[4][:, None] - prefix(4, qc))
+
+    out: dict[int, tuple[int, int, np.ndarray]] = {}
+    g_bounds = np.searchsorted(g_plan, [*plan_ids, np.iinfo(np.int64).max]).tolist()
+    for k, (p, plan) in enumerate(zip(plan_ids, present, strict=True)):
+        assert plan is not None
+        g0, g1 = g_bounds[k], g_bounds[k + 1]
+        a = int(first[g0])
+        b = int(first[g1 - 1] + m[g1 - 1])
+        sl = slice(a, b)
+        n_ev = b - a
+        amount = ev_amt[sl]
+        values = np.empty((n_ev, plan.width))
+        col = 0
+        cur = plan.include_current
+        if plan.wins:
+            wi = [col_of[w] for w in plan.wins]
+            c = count[sl, wi]
+            s = total[sl, wi]
+            if cur:
+                c = c + 1.0
+                s = s + amount[:, None]
+            n_aggs = len(plan.aggs)
+            width = n_aggs * len(wi)
+            block = values[:, :width]
+            sq = None
+            for j, agg in enumerate(plan.aggs):
+                if agg == "count":
+                    block[:, j::n_aggs] = c
+                elif agg == "sum":
+                    block[:, j::n_aggs] = s
+                elif agg == "mean":
                     with np.errstate(divide="ignore", invalid="ignore"):
-                        out[:, col] = np.where(c != 0, frauds / c, 0.0)
-                col += 1
+                        block[:, j::n_aggs] = np.where(c != 0, s / c, 0.0)
+                else:  # std
+                    if sq is None:
+                        assert squares is not None
+                        sq = squares[sl, [sq_of[w] for w in plan.wins]]
+                        if cur:
+                            sq = sq + (amount * amount)[:, None]
+                    block[:, j::n_aggs] = _std(c, s, sq)
+            col = width
+        if plan.zwin is not None:
+            assert squares is not None
+            zi, zq = col_of[plan.zwin], sq_of[plan.zwin]
+            c1, s1, q1 = count[sl, zi], total[sl, zi], squares[sl, zq]
+            sd = _std(c1, s1, q1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = (amount - s1 / c1) / sd
+            values[:, col] = np.where((c1 >= 2) & (sd > 0), z, 0.0)
+            col += 1
+        if plan.recency:
+            t = ev_t[sl]
+            has_prev = not_first[sl]
+            prev_t = np.where(has_prev, ev_t[prev[sl]], last_h_time[ev_group[sl]])
+            has_prev = has_prev | (n1[ev_group[sl]] > 0)
+            values[:, col] = np.where(has_prev, (t - prev_t) * plan.sec_per_unit, -1.0)
+            col += 1
+        if plan.n_novelty:
+            values[:, col : col + plan.n_novelty] = np.nan
+            col += plan.n_novelty
+        if plan.delayed_los:
+            top = prefix(0, [col_of[plan.delay]])[sl]
+            lows = prefix(0, [col_of[plan.delay + w] for w in plan.delayed_los])[sl]
+            delayed = top - lows  # stored buckets in (t - delay - w, t - delay]
+            fraud_groups = np.flatnonzero(rec.nf[g0:g1]) + g0
+            for i, w in enumerate(plan.delayed_los):
+                c = delayed[:, i]
+                frauds = None
+                for o in plan.delayed_outputs:
+                    if o == "delayed_count":
+                        values[:, col] = c
+                    else:
+                        if frauds is None:
+                            frauds = _fraud_counts(
+                                rec, fraud_groups, first, m, ev_t, ev_tms, plan.delay, w, a, n_ev
+                            )
+                        with np.errstate(divide="ignore", invalid="ignore"):
+                            values[:, col] = np.where(c != 0, frauds / c, 0.0)
+                    col += 1
+        out[p] = (a, b, values)
 
-    # the new histories: pruned once more at the last op's reference time
+    # the new records: pruned once more at the last op's reference time (only stored buckets
+    # can go: the batch spans less than the horizon)
     ref_last = np.minimum(np.maximum(t_last, max_t), clock_last)
-    drop = np.searchsorted(c_keys, gidx * KEY_SHIFT + (ref_last - horizon), side="right") - c_start
-    n_new = clen - drop
-    times = c_times[ranges(c_start + drop, n_new)]
-    maxs = c_maxs[ranges(c_start + drop, n_new)]
-    p_keep = ranges(p_start + drop, n_new + 1)
-    cums = [p[p_keep] for p in prefix]
-    nf = rec.nf[rows]
-    fraud = [rec.w[ranges(o[rows], nf)] for o in rec.o_f]
+    cut = ref_last - horizon
+    d_s = drop0 + np.minimum(stored_le(cut) - drop0, keep)
+    ks = n0 - merged - d_s
+    run_max = np.maximum.reduceat(ev_amt, run_first) if e_count else np.empty(0)
+    merged_runs = np.flatnonzero(merged) + 0
+    if len(merged_runs):
+        first_runs = r_off[merged_runs]
+        stored_last = rec.f[last_row[merged_runs] + 1]
+        run_max[first_runs] = np.maximum(stored_last, run_max[first_runs])
+    nf = rec.nf
     if nf.any():
-        f_cut = np.repeat(ref_last - horizon, nf)
-        keep_f = fraud[0] > f_cut
+        f_pos = ranges(rec.o_f[0], nf)
+        f_rep = np.repeat(nf, nf)
+        f_time = rec.w[f_pos]
+        keep_f = f_time > np.repeat(cut, nf)
+        f_pos, f_rep = f_pos[keep_f], f_rep[keep_f]
+        f_time, f_label, f_delta = f_time[keep_f], rec.w[f_pos + f_rep], rec.w[f_pos + 2 * f_rep]
         nf = np.bincount(np.repeat(gidx, nf)[keep_f], minlength=g_count).astype(np.int64)
-        fraud = [f[keep_f] for f in fraud]
-    new_last_ms = np.maximum(rec.last_ms[rows], np.maximum.reduceat(ev_tms, first))
-    cols = Columns(
+    else:
+        f_time = f_label = f_delta = _EMPTY_I
+    new_last_ms = (
+        np.maximum(rec.last_ms, np.maximum.reduceat(ev_tms, first)) if e_count else rec.last_ms
+    )
+    rewrite = Rewrite(
+        rec,
+        rec.seen_all(),
+        ks=ks,
+        nb=nb,
+        d_s=d_s,
+        r_off=r_off,
+        nf=nf,
         last_ms=new_last_ms,
         max_t=np.maximum(max_t, t_last),
-        n=n_new,
-        times=times,
-        cums=cums,
-        maxs=maxs,
-        nf=nf,
-        fraud=fraud,
-        seen=[],
+        run_times=run_times,
+        run_end=run_end,  # type: ignore[arg-type]
+        run_max=run_max,
+        f_time=f_time,
+        f_label=f_label,
+        f_delta=f_delta,
     )
-    return out, cols
+    return out, rewrite
+
+
+def _fraud_counts(
+    rec: Records,
+    groups: np.ndarray,
+    first: np.ndarray,
+    m: np.ndarray,
+    ev_t: np.ndarray,
+    ev_tms: np.ndarray,
+    delay: int,
+    w: int,
+    a: int,
+    n: int,
+) -> np.ndarray:
+    """Net fraud labels in ``(t - delay - w, t - delay]`` known at each event's time, for the
+    events ``[a, a + n)`` (``History.fraud_count``, every event paired with its entity's
+    entries)."""
+    out = np.zeros(n)
+    if not len(groups):
+        return out
+    nf = rec.nf[groups]
+    ev = ranges(first[groups], m[groups])  # events of entities with fraud entries
+    per_ev = np.repeat(nf, m[groups])
+    pair_ev = np.repeat(ev, per_ev)
+    f_off = np.repeat(rec.o_f[0][groups], m[groups])
+    pair_f = ranges(f_off, per_ev)
+    ft = rec.w[pair_f]
+    f_nf = np.repeat(per_ev, per_ev)  # the fraud columns are nf words apart
+    fl = rec.w[pair_f + f_nf]
+    fd = rec.w[pair_f + 2 * f_nf]
+    hi = ev_t[pair_ev] - delay
+    sel = (ft > hi - w) & (ft <= hi) & (fl <= ev_tms[pair_ev])
+    counts = np.bincount(pair_ev[sel] - a, weights=fd[sel].astype(np.float64), minlength=n)
+    return counts[:n]

@@ -3,9 +3,10 @@
 It serves two needs: an exact re-delivery of a transaction gets its *original* decision record
 re-emitted byte for byte, and online models learn from a late label with the features the
 transaction had when it was decided (never recomputed). Values are the decision record's bytes
-behind an 8-byte expiry day; each key is also queued under its expiry day
-(``q\\0<day>\\0<tx_id>``) and deleted once the maintenance clock has passed that day. It lives in
-an :class:`~fraudstream.state.base.EpochStore`, so a resume rolls it back with everything else.
+behind an 8-byte expiry day; each write queues its keys under their expiry day, one entry per day
+(``q\\0<day>\\0<seq>``, the JSON list of the ids; ``seq`` numbers the entries and is kept in the
+store), and they are deleted once the maintenance clock has passed that day. It lives in an
+:class:`~fraudstream.state.base.EpochStore`, so a resume rolls it back with everything else.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
+import orjson
+
 from fraudstream.state.base import EpochStore
 from fraudstream.state.features import DAY_MS
 
 __all__ = ["DECISIONS_FORMAT", "DecisionStore"]
 
-DECISIONS_FORMAT = b"decisions/bytes-1"
+DECISIONS_FORMAT = b"decisions/bytes-2"  # 1: one queue key per decision
 _PREFIX = b"d\x00"
 _QUEUE = b"q\x00"
 _META_EXPIRED = b"m\x00expired-day"
+_META_SEQ = b"m\x00decision-queue-seq"
 _DAY = struct.Struct("<q")
 
 
@@ -33,8 +37,9 @@ class DecisionStore:
             raise ValueError("ttl_ms must be > 0")
         self.store = store
         self.ttl_ms = ttl_ms
-        (raw,) = store.get_many([_META_EXPIRED])
+        raw, raw_seq = store.get_many([_META_EXPIRED, _META_SEQ])
         self.expired_day: int | None = None if raw is None else _DAY.unpack(raw)[0]
+        self._seq = 0 if raw_seq is None else int(raw_seq)
         self.expired = 0
 
     def get_many(self, tx_ids: Sequence[str]) -> list[bytes | None]:
@@ -51,13 +56,24 @@ class DecisionStore:
         before: dict[bytes, bytes | None] = dict(
             zip(unlogged, self.store.get_many(unlogged), strict=True)
         )
+        queued: dict[int, list[str]] = {}
+        pack, ttl = _DAY.pack, self.ttl_ms
         for key, (tx_id, record, clock_ms) in zip(keys, items, strict=True):
-            day = (clock_ms + self.ttl_ms) // DAY_MS + 1
-            updates[key] = _DAY.pack(day) + record
-            qkey = b"%s%010d\x00%s" % (_QUEUE, day, tx_id.encode())
-            updates[qkey] = b""
-            before.setdefault(qkey, None)
+            day = (clock_ms + ttl) // DAY_MS + 1
+            updates[key] = pack(day) + record
+            queue = queued.get(day)
+            if queue is None:
+                queued[day] = [tx_id]
+            else:
+                queue.append(tx_id)
             before.setdefault(key, None)
+        before.setdefault(_META_SEQ, None if self._seq == 0 else b"%d" % self._seq)
+        for day in sorted(queued):
+            qkey = b"%s%010d\x00%012d" % (_QUEUE, day, self._seq)
+            self._seq += 1
+            updates[qkey] = orjson.dumps(queued[day])
+            before[qkey] = None
+        updates[_META_SEQ] = b"%d" % self._seq
         self.store.write(updates, before)
 
     def advance(self, clock_ms: int) -> None:
@@ -72,15 +88,18 @@ class DecisionStore:
         updates: dict[bytes, bytes | None] = {_META_EXPIRED: _DAY.pack(day)}
         before: dict[bytes, bytes | None] = {_META_EXPIRED: _DAY.pack(self.expired_day)}
         plen = len(_QUEUE)
-        for qkey, _ in self.store.iter_prefix(_QUEUE):
+        due: list[tuple[int, list[str]]] = []
+        for qkey, raw_queue in self.store.iter_prefix(_QUEUE):
             qday = int(qkey[plen : plen + 10])
             if qday >= day:
                 break
-            key = _PREFIX + qkey[plen + 11 :]
-            (raw,) = self.store.get_many([key])
             updates[qkey] = None
-            before[qkey] = b""
-            if raw is not None and _DAY.unpack_from(raw)[0] == qday:
+            before[qkey] = raw_queue
+            due.append((qday, orjson.loads(raw_queue)))
+        keys = [_PREFIX + tx_id.encode() for _, ids in due for tx_id in ids]
+        days = [qday for qday, ids in due for _ in ids]
+        for key, qday, raw in zip(keys, days, self.store.get_many(keys), strict=True):
+            if raw is not None and key not in updates and _DAY.unpack_from(raw)[0] == qday:
                 updates[key] = None
                 before[key] = raw
                 self.expired += 1

@@ -3,7 +3,9 @@
 It runs exactly the live flow's state logic on records that are already in the input's order
 (:mod:`fraudstream.order`): :class:`~fraudstream.state.ingest.Ingest` (clock, de-duplication,
 labels) then one in-memory :class:`~fraudstream.state.entities.EntityPartition` (partitioning
-never changes results: every entity's ops keep their relative order).
+never changes results: every entity's ops keep their relative order). The batch's feature matrix
+is put together by scatter (:func:`assemble_matrix`): base features computed as columns, each
+plan's block of values written to its transactions' rows, imputed values elsewhere.
 """
 
 from __future__ import annotations
@@ -11,30 +13,61 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fraudstream.schema import Label, Transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.clock import DEFAULT_STEP_MS
-from fraudstream.state.entities import EntityPartition
+from fraudstream.state.entities import Block, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
-from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_TX, Ingest
-from fraudstream.state.ops import assemble, base_features
+from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, Ingest
+from fraudstream.state.ops import OP_TX, base_matrix
 
-__all__ = ["EngineResult", "InOrderEngine"]
+__all__ = ["EngineResult", "InOrderEngine", "assemble_matrix"]
 
 
 @dataclass
 class EngineResult:
-    """Positions in the processed records: ``rows`` of new transactions (in order), and the
-    transactions that were re-deliveries, conflicts, or failed in the state step."""
+    """Positions in the processed records: ``positions`` of new transactions (in order) with
+    their feature rows ``X``, and the transactions that were re-deliveries, conflicts, or failed
+    in the state step."""
 
-    rows: list[tuple[int, list[float]]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
     duplicates: list[int] = field(default_factory=list)
     conflicts: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
 
+    @property
+    def rows(self) -> list[tuple[int, list[float]]]:
+        """``(position, feature row)`` per new transaction, in order."""
+        return list(zip(self.positions, self.X.tolist(), strict=True))
+
+
+def assemble_matrix(
+    fs: FeatureSet, t_ms: np.ndarray, amount: np.ndarray, rows: np.ndarray, blocks: list[Block]
+) -> np.ndarray:
+    """Feature rows of ``len(t_ms)`` transactions: base features, then each plan's values where
+    a block has them (``rows[position]`` is the row of the block's op at ``position``), imputed
+    values where the transaction lacks the plan's entity (the same row as ``ops.assemble``)."""
+    n = len(t_ms)
+    X = np.empty((n, len(fs.feature_names)))
+    n_base = len(fs.base_names())
+    X[:, :n_base] = base_matrix(fs, t_ms, amount)
+    for i, (lo, hi) in enumerate(fs.plan_slices):
+        X[:, lo:hi] = fs.imputed(i)
+    for plan, pos, values in blocks:
+        lo, hi = fs.plan_slices[plan]
+        X[rows[pos], lo:hi] = values
+    return X
+
 
 class InOrderEngine:
-    """Ingest plus one entity partition, fed records in order (see module docstring)."""
+    """Ingest plus one entity partition, fed records in order (see module docstring).
+
+    ``keep_decoded`` selects the per-op reference path (decoded histories, one op at a time);
+    the default is the columnar kernel, as in the live flow.
+    """
 
     def __init__(
         self,
@@ -43,7 +76,7 @@ class InOrderEngine:
         index_store: EpochStore,
         *,
         cache_entries: int = 65_536,
-        keep_decoded: bool = True,
+        keep_decoded: bool = False,
         label_hold_ms: int = 7 * DAY_MS,
         clock_step_ms: int = DEFAULT_STEP_MS,
     ) -> None:
@@ -59,24 +92,23 @@ class InOrderEngine:
         """Apply ``records`` in order, as one micro-batch of the live flow would."""
         fs = self.fs
         ing = self.ingest.process(records)
-        applied = self.entities.process(ing.ops)
-        parts: dict[str, dict[int, list[float]]] = {}
-        for tx_id, plan, values in applied.values:
-            parts.setdefault(tx_id, {})[plan] = values
-        broken = {op[3] for op, _ in applied.errors if op[0] == 0}
-        out = EngineResult()
+        batch = ing.batch
+        applied = self.entities.process(batch)
+        txs = ing.txs
+        n = len(txs)
+        t_ms = np.fromiter((tx.event_time_ms for tx in txs), dtype=np.int64, count=n)
+        amount = np.fromiter((tx.amount for tx in txs), dtype=np.float64, count=n)
+        X = assemble_matrix(fs, t_ms, amount, batch.tx_row, applied.blocks)
+        out = EngineResult(positions=ing.tx_index, X=X)
+        if applied.errors:
+            broken = {op[3] for op, _ in applied.errors if op[0] == OP_TX}
+            ok = np.array([tx.tx_id not in broken for tx in txs], dtype=bool)
+            out.failed = [i for i, good in zip(ing.tx_index, ok.tolist(), strict=True) if not good]
+            out.positions = [i for i, good in zip(ing.tx_index, ok.tolist(), strict=True) if good]
+            out.X = X[ok]
         for ev in ing.events:
             kind = ev[0]
-            if kind == EV_TX:
-                i = ev[1]
-                tx = records[i]
-                assert isinstance(tx, Transaction)
-                if tx.tx_id in broken:
-                    out.failed.append(i)
-                else:
-                    row = assemble(fs, base_features(fs, tx), parts.get(tx.tx_id, {}))
-                    out.rows.append((i, row))
-            elif kind == EV_DUPLICATE:
+            if kind == EV_DUPLICATE:
                 out.duplicates.append(ev[1])
             elif kind == EV_CONFLICT:
                 out.conflicts.append(ev[1])

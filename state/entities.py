@@ -27,11 +27,11 @@ import numpy as np
 import orjson
 
 from fraudstream.state.base import EpochStore
-from fraudstream.state.columnar import Plan, Records, encode_many, evaluate
+from fraudstream.state.columnar import Plan, Records, Rewrite, _SpanError, evaluate
 from fraudstream.state.features import FeatureSet
 from fraudstream.state.history import HISTORY_FORMAT, History, decode, encode, newest_event_ms
 from fraudstream.state.kernel import ENTITY_PREFIX, Kernel
-from fraudstream.state.ops import OP_TX
+from fraudstream.state.ops import OP_TX, OpBatch
 
 __all__ = ["ENTITY_FORMAT", "EntityPartition", "PartitionStats", "ProcessResult"]
 
@@ -79,24 +79,46 @@ class PartitionStats:
     columnar_ops: int = 0
 
 
+Block = tuple[int, np.ndarray, np.ndarray]
+
+
 @dataclass
 class ProcessResult:
-    """``values``: ``(tx_id, plan, features)`` per transaction op applied;
+    """``blocks``: per plan, ``(plan, op positions, values)``: the feature values (one row per
+    transaction op applied, positions into the batch given to :meth:`EntityPartition.process`);
     ``errors``: ``(op, reason)`` per op that failed (its transaction gets no decision)."""
 
-    values: list[tuple[str, int, list[float]]] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     errors: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
+    tx_ids: list[str | None] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[tuple[str, int, list[float]]]:
+        """``(tx_id, plan, features)`` per transaction op applied, in op order."""
+        rows: list[tuple[int, int, list[float]]] = []
+        for plan, pos, vals in self.blocks:
+            rows += zip(pos.tolist(), [plan] * len(pos), vals.tolist(), strict=True)
+        rows.sort(key=lambda r: r[0])
+        ids = self.tx_ids
+        return [(ids[i], plan, v) for i, plan, v in rows]  # type: ignore[misc]
 
 
 class EntityPartition:
     """Applies entity ops in order against one store, through a write-back cache.
 
-    Histories stay cached (up to ``cache_entries``, least recently used evicted first), decoded or
-    encoded (``keep_decoded``); changed ones are encoded and written in one atomic batch by
-    :meth:`flush`, which the owner calls before every :meth:`EpochStore.commit_epoch`. Between
-    flushes the store holds the contents of the last flush, which is all a resume needs: the
-    undo log rolls the store back to the snapshot and the input is replayed from there. An
-    eviction flushes early, which the undo log covers the same way.
+    Histories stay cached (up to ``cache_entries``, least recently used evicted first), encoded
+    (the columnar kernel reads and writes the encoded bytes directly) or, with ``keep_decoded``,
+    as :class:`History` objects applied one op at a time (the per-op reference path, for tests);
+    changed ones are written in one atomic batch by :meth:`flush`, which the owner calls before
+    every :meth:`EpochStore.commit_epoch`. Between flushes the store holds the contents of the
+    last flush, which is all a resume needs: the undo log rolls the store back to the snapshot
+    and the input is replayed from there. An eviction flushes early, which the undo log covers
+    the same way.
+
+    A batch (or the part of it between two sweeps) with at least ``columnar_min_ops`` ops takes
+    the columnar kernel for every entity that qualifies (:mod:`fraudstream.state.columnar`), the
+    per-op path for the others; smaller ones take the per-op path (a few numpy calls cost more
+    than a handful of ops). Both give identical results.
     """
 
     def __init__(
@@ -106,7 +128,7 @@ class EntityPartition:
         *,
         sweep_every_ms: int | None = None,
         cache_entries: int = 4096,
-        keep_decoded: bool = True,
+        keep_decoded: bool = False,
         columnar_min_ops: int = 32,
     ):
         if cache_entries < 1:
@@ -123,9 +145,8 @@ class EntityPartition:
         self.sweep_every_ms = sweep_every_ms
         self.cache_entries = cache_entries
         self.keep_decoded = keep_decoded
-        # Decoded histories, or their encoded bytes (keep_decoded=False): a long-running process
-        # with a large cache pays for long-lived History objects in every full GC, while bytes
-        # are invisible to the collector; a batch job with few, large batches does better decoded.
+        # Encoded histories (bytes are invisible to the cyclic GC, and the columnar kernel reads
+        # them as one buffer), or decoded ones for the per-op reference path.
         self._cache: dict[bytes, Any] = {}
         self._dirty: set[bytes] = set()
         # The store's value of every cached key (the undo log's "before"), when undo is logged.
@@ -135,69 +156,76 @@ class EntityPartition:
         self.stats = PartitionStats()
         # the columnar kernel's description of each plan (None: a plan it does not cover)
         self._plans = [_columnar_plan(k, p) for k, p in zip(self.kernels, fs.plans, strict=True)]
+        self._unsupported = np.array([p is None for p in self._plans], dtype=bool)
+        self._prefixes = [k.key_prefix for k in self.kernels]
         self.columnar_min_ops = columnar_min_ops
 
     # ----------------------------------------------------------------------------- ops
-    def process(self, ops: Iterable[tuple[Any, ...]]) -> ProcessResult:
+    def process(self, ops: OpBatch | Iterable[tuple[Any, ...]]) -> ProcessResult:
         """Apply ops in order; see :class:`ProcessResult`."""
-        ops = list(ops)
-        result = ProcessResult()
+        batch = ops if isinstance(ops, OpBatch) else OpBatch.from_ops(ops)
+        result = ProcessResult(tx_ids=batch.tx_id)
+        rows: list[tuple[int, int, list[float]]] = []  # from the per-op path
+        n = len(batch)
         start = 0
         every = self.sweep_every_ms
-        if every:
-            for i, op in enumerate(ops):
-                clock = op[-1]
-                if self._last_sweep_ms is None:
-                    # the first op starts the sweep schedule; stored so that a resume keeps it
-                    self._last_sweep_ms = clock
-                    self.store.write({_META_SWEEP: _I64.pack(clock)}, {_META_SWEEP: None})
-                elif clock - self._last_sweep_ms >= every:
-                    self._apply(ops[start:i], result)
-                    self._sweep(clock)
-                    start = i
-        self._apply(ops[start:], result)
+        if every and n:
+            clocks = batch.clock_ms
+            last = self._last_sweep_ms
+            if last is None or int(clocks.max()) - last >= every:
+                for i, clock in enumerate(clocks.tolist()):
+                    if self._last_sweep_ms is None:
+                        # the first op starts the sweep schedule; stored so that a resume keeps it
+                        self._last_sweep_ms = clock
+                        self.store.write({_META_SWEEP: _I64.pack(clock)}, {_META_SWEEP: None})
+                    elif clock - self._last_sweep_ms >= every:
+                        self._apply(batch, start, i, result, rows)
+                        self._sweep(clock)
+                        start = i
+        self._apply(batch, start, n, result, rows)
+        if rows:
+            by_plan: dict[int, list[tuple[int, list[float]]]] = {}
+            for pos, plan, values in rows:
+                by_plan.setdefault(plan, []).append((pos, values))
+            for plan, got in by_plan.items():
+                result.blocks.append(
+                    (
+                        plan,
+                        np.fromiter((p for p, _ in got), dtype=np.int64, count=len(got)),
+                        np.array([v for _, v in got], dtype=np.float64).reshape(len(got), -1),
+                    )
+                )
         if len(self._cache) > self.cache_entries:
             self._evict()
         return result
 
-    def _apply(self, ops: list[tuple[Any, ...]], result: ProcessResult) -> None:
+    def _apply(
+        self,
+        batch: OpBatch,
+        lo: int,
+        hi: int,
+        result: ProcessResult,
+        rows: list[tuple[int, int, list[float]]],
+    ) -> None:
         """Route each entity's ops to the columnar kernel or the per-op path (same results)."""
-        if not ops:
+        if lo >= hi:
             return
-        if self.keep_decoded or len(ops) < self.columnar_min_ops:
-            self._apply_sequential(ops, result)
+        if self.keep_decoded or hi - lo < self.columnar_min_ops:
+            self._apply_sequential([batch.op(i) for i in range(lo, hi)], lo, result, rows)
             return
-        kernels = self.kernels
-        groups: dict[bytes, list[int]] = {}
-        fraud_keys: set[bytes] = set()
-        op_keys = []
-        for n, op in enumerate(ops):
-            key = kernels[op[1]].key_prefix + op[2].encode()
-            op_keys.append(key)
-            groups.setdefault(key, []).append(n)
-            if op[0] != OP_TX:
-                fraud_keys.add(key)
-        candidates = [
-            key
-            for key, idx in groups.items()
-            if key not in fraud_keys and self._plans[ops[idx[0]][1]] is not None
-        ]
-        fast: list[bytes] = []
-        if candidates:
-            raws = self._load(candidates)
-            fast = self._columnar(ops, groups, candidates, raws, result)
-        if len(fast) < len(groups):
-            done = set(fast)
-            rest = [op for op, key in zip(ops, op_keys, strict=True) if key not in done]
-            self._apply_sequential(rest, result)
+        rest = self._columnar(batch, lo, hi, result)
+        if len(rest):
+            pos = rest.tolist()
+            self._apply_sequential([batch.op(i) for i in pos], pos, result, rows)
 
     def _load(self, keys: list[bytes]) -> list[bytes]:
         """Encoded histories of ``keys`` (cache, else store, else a new empty one)."""
         cache = self._cache
         out: list[bytes | None] = []
         missing = []
+        pop = cache.pop
         for i, key in enumerate(keys):
-            value = cache.pop(key, None)
+            value = pop(key, None)
             if value is None:
                 missing.append(i)
                 out.append(None)
@@ -218,122 +246,176 @@ class EntityPartition:
                 out[i] = value
         return out  # type: ignore[return-value]
 
-    def _columnar(
-        self,
-        ops: list[tuple[Any, ...]],
-        groups: dict[bytes, list[int]],
-        candidates: list[bytes],
-        raws: list[bytes],
-        result: ProcessResult,
-    ) -> list[bytes]:
-        """Evaluate the groups that qualify (module docstring of state.columnar); return them."""
+    def _columnar(self, batch: OpBatch, lo: int, hi: int, result: ProcessResult) -> np.ndarray:
+        """Evaluate the ops ``[lo, hi)`` of every entity that qualifies (module docstring of
+        state.columnar); return the positions of the other ops, in order."""
+        plans = batch.plan[lo:hi]
+        prefixes = self._prefixes
+        keys = [
+            prefixes[p] + e.encode()
+            for p, e in zip(plans.tolist(), batch.entity[lo:hi], strict=True)
+        ]
+        ids: dict[bytes, int] = {}
+        gid = np.fromiter(
+            (ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys)
+        )
+        g_count = len(ids)
+        g_plan = np.empty(g_count, dtype=np.int64)
+        g_plan[gid] = plans
+        bad = self._unsupported[g_plan]
+        not_tx = batch.kind[lo:hi] != OP_TX
+        if not_tx.any():
+            bad[gid[not_tx]] = True
+        # groups sorted by plan, in order of first op within a plan; events by group, in op order
+        g_order = np.argsort(g_plan, kind="stable")
+        g_order = g_order[~bad[g_order]]
+        if not len(g_order):
+            return np.arange(lo, hi, dtype=np.int64)
+        new_id = np.full(g_count, -1, dtype=np.int64)
+        new_id[g_order] = np.arange(len(g_order), dtype=np.int64)
+        ev_group_all = new_id[gid]
+        ev_pos = np.flatnonzero(ev_group_all >= 0)
+        ev_pos = ev_pos[np.argsort(ev_group_all[ev_pos], kind="stable")]
+        ev_group = ev_group_all[ev_pos]
+        ukeys = list(ids)
+        raws = self._load([ukeys[g] for g in g_order.tolist()])
         rec = Records(raws)
         res = self.res
-        by_plan: dict[int, list[int]] = {}
-        for i, key in enumerate(candidates):
-            idx = groups[key]
-            t = [ops[n][4] // res for n in idx]
-            if any(b < a for a, b in itertools.pairwise(t)):
-                continue  # out of order within the batch
-            if t[0] < rec.max_t[i] or t[-1] - t[0] >= self.horizon:
-                continue  # older than what is stored, or a batch spanning the horizon
-            if int(rec.n[i]) + len(idx) > self.max_buckets:
-                continue  # would coarsen
-            by_plan.setdefault(ops[idx[0]][1], []).append(i)
-        fast: list[bytes] = []
-        encoded: dict[bytes, bytes] = {}
-        for plan_index, members in by_plan.items():
-            try:
-                encoded.update(
-                    self._evaluate(plan_index, members, ops, groups, candidates, rec, result)
-                )
-            except Exception as exc:  # fall back to the per-op path for these groups
-                self.stats.columnar_fallbacks += 1
-                result.errors.extend(())  # nothing applied yet: the per-op path redoes them
-                del exc
-                continue
-            fast.extend(candidates[i] for i in members)
+        abs_pos = ev_pos + lo
+        ev_tms = batch.t_ms[abs_pos]
+        ev_t = ev_tms // res
+        g_n = len(g_order)
+        m = np.bincount(ev_group, minlength=g_n)
+        first = np.cumsum(m) - m
+        last = first + m - 1
+        # qualification (module docstring of state.columnar)
+        fail = np.zeros(g_n, dtype=bool)
+        if len(ev_t) > 1:
+            back = np.flatnonzero(ev_t[1:] < ev_t[:-1]) + 1
+            back = back[ev_group[back] == ev_group[back - 1]]
+            fail[ev_group[back]] = True
+        fail |= ev_t[first] < rec.max_t
+        fail |= ev_t[last] - ev_t[first] >= self.horizon
+        fail |= rec.n + m > self.max_buckets
+        if fail.any():
+            keep_g = np.flatnonzero(~fail)
+            if not len(keep_g):
+                return np.arange(lo, hi, dtype=np.int64)
+            renum = np.full(g_n, -1, dtype=np.int64)
+            renum[keep_g] = np.arange(len(keep_g), dtype=np.int64)
+            keep_e = ~fail[ev_group]
+            ev_pos, ev_group = ev_pos[keep_e], renum[ev_group[keep_e]]
+            abs_pos, ev_tms, ev_t = abs_pos[keep_e], ev_tms[keep_e], ev_t[keep_e]
+            g_order = g_order[keep_g]
+            rec = rec.take(keep_g)
+            m = m[keep_g]
+            first = np.cumsum(m) - m
+            last = first + m - 1
+        g_plan_k = g_plan[g_order]
+        clocks = batch.clock_ms[abs_pos] // res
+        try:
+            out, rewrite = evaluate(
+                self._plans,
+                rec,
+                g_plan_k,
+                ev_group,
+                ev_t,
+                ev_tms,
+                batch.amount[abs_pos],
+                clocks[first],
+                clocks[last],
+                self.horizon,
+            )
+            for p, (a, b, values) in out.items():
+                if self._plans[p].n_novelty:
+                    self._novelty(p, values, a, b, rewrite, g_plan_k, first, m, batch, abs_pos)
+        except _SpanError:
+            return np.arange(lo, hi, dtype=np.int64)
+        except Exception:  # the per-op path redoes these groups (nothing was applied yet)
+            self.stats.columnar_fallbacks += 1
+            return np.arange(lo, hi, dtype=np.int64)
+        encoded = rewrite.encode()
         cache = self._cache
-        for key, raw in encoded.items():
-            cache[key] = raw
-        self._dirty.update(encoded)
-        return fast
+        done_keys = [ukeys[g] for g in g_order.tolist()]
+        cache.update(zip(done_keys, encoded, strict=True))
+        self._dirty.update(done_keys)
+        for p, (a, b, values) in out.items():
+            result.blocks.append((p, abs_pos[a:b], values))
+        n_ev = len(ev_pos)
+        self.stats.tx_ops += n_ev
+        self.stats.columnar_ops += n_ev
+        if n_ev == hi - lo:
+            return np.empty(0, dtype=np.int64)
+        done = np.zeros(hi - lo, dtype=bool)
+        done[ev_pos] = True
+        return np.flatnonzero(~done) + lo
 
-    def _evaluate(
+    def _novelty(
         self,
         plan_index: int,
-        members: list[int],
-        ops: list[tuple[Any, ...]],
-        groups: dict[bytes, list[int]],
-        candidates: list[bytes],
-        rec: Records,
-        result: ProcessResult,
-    ) -> dict[bytes, bytes]:
+        values: np.ndarray,
+        a: int,
+        b: int,
+        rewrite: Rewrite,
+        g_plan: np.ndarray,
+        first: np.ndarray,
+        m: np.ndarray,
+        batch: OpBatch,
+        abs_pos: np.ndarray,
+    ) -> None:
+        """Novelty flags of the plan's events ``[a, b)`` (per event, in Python: small dicts of
+        seen values), and the entities' new seen values."""
+        kernel = self.kernels[plan_index]
         plan = self._plans[plan_index]
         assert plan is not None
-        res = self.res
-        idx_lists = [groups[candidates[i]] for i in members]
-        flat = [n for idx in idx_lists for n in idx]
-        sizes = [len(idx) for idx in idx_lists]
-        ev_ops = [ops[n] for n in flat]
-        ev_group = np.repeat(np.arange(len(members), dtype=np.int64), sizes)
-        ev_tms = np.fromiter((o[4] for o in ev_ops), dtype=np.int64, count=len(flat))
-        ev_amt = np.fromiter((o[5] for o in ev_ops), dtype=np.float64, count=len(flat))
-        ev_t = ev_tms // res
-        clocks = np.fromiter((o[7] for o in ev_ops), dtype=np.int64, count=len(flat)) // res
-        ends = np.cumsum(sizes)
-        clock_first = clocks[ends - np.asarray(sizes)]
-        clock_last = clocks[ends - 1]
-        rows = np.asarray(members, dtype=np.int64)
-        values, cols = evaluate(
-            plan, rec, rows, ev_group, ev_t, ev_tms, ev_amt, clock_first, clock_last, self.horizon
-        )
-        kernel = self.kernels[plan_index]
-        seen_out: list[bytes] = []
-        if kernel.novelty_fields:
-            col0 = plan.width - plan.n_novelty - len(plan.delayed_los) * len(plan.delayed_outputs)
-            start = 0
-            for g, i in enumerate(members):
-                raw_seen = rec.seen(i)
-                h = History.__new__(History)
-                h.seen = orjson.loads(raw_seen) if raw_seen else {}
-                max_t = int(rec.max_t[i])
-                for e in range(start, start + sizes[g]):
-                    op = ev_ops[e]
-                    t, t_ms = int(ev_t[e]), op[4]
-                    ref = t if t > max_t else max_t
-                    clock = int(clocks[e])
-                    if clock < ref:
-                        ref = clock
-                    if h.seen:
-                        h.prune_seen(ref * res - self.horizon_ms)
-                    for f, (name, value) in enumerate(
-                        zip(kernel.novelty_fields, op[6], strict=True)
-                    ):
-                        values[e, col0 + f] = (
-                            0.0
-                            if value is None
-                            else float(h.observe(name, value, t_ms, self.max_seen))
-                        )
-                    if t > max_t:
-                        max_t = t
-                start += sizes[g]
-                seen_out.append(orjson.dumps(h.seen) if h.seen else b"")
-        else:
-            for i in members:
-                raw_seen = rec.seen(i)
-                seen_out.append(raw_seen)
-        cols.seen = seen_out
-        out = result.values
-        for op, row in zip(ev_ops, values.tolist(), strict=True):
-            out.append((op[3], op[1], row))
-        self.stats.tx_ops += len(ev_ops)
-        self.stats.columnar_ops += len(ev_ops)
-        return dict(zip((candidates[i] for i in members), encode_many(cols), strict=True))
+        col0 = plan.novelty_col
+        res, horizon_ms, max_seen = self.res, self.horizon_ms, self.max_seen
+        names = kernel.novelty_fields
+        g0, g1 = np.searchsorted(g_plan, [plan_index, plan_index + 1]).tolist()
+        novelty = batch.novelty
+        pos = abs_pos.tolist()
+        t_ms_all = batch.t_ms[abs_pos].tolist()
+        clock_all = (batch.clock_ms[abs_pos] // res).tolist()
+        firsts, counts = first.tolist(), m.tolist()
+        flags = np.zeros((b - a, len(names)))
+        max_ts = rewrite.rec.max_t.tolist()
+        seen = rewrite.seen
+        for g in range(g0, g1):
+            raw_seen = seen[g]
+            h = History.__new__(History)
+            h.seen = orjson.loads(raw_seen) if raw_seen else {}
+            max_t = max_ts[g]
+            for e in range(firsts[g], firsts[g] + counts[g]):
+                t_ms = t_ms_all[e]
+                t = t_ms // res
+                ref = t if t > max_t else max_t
+                clock = clock_all[e]
+                if clock < ref:
+                    ref = clock
+                if h.seen:
+                    h.prune_seen(ref * res - horizon_ms)
+                row = flags[e - a]
+                for f, value in enumerate(novelty[pos[e]]):
+                    if value is not None:
+                        row[f] = h.observe(names[f], value, t_ms, max_seen)
+                if t > max_t:
+                    max_t = t
+            seen[g] = orjson.dumps(h.seen) if h.seen else b""
+        values[:, col0 : col0 + len(names)] = flags
 
-    def _apply_sequential(self, ops: list[tuple[Any, ...]], result: ProcessResult) -> None:
+    def _apply_sequential(
+        self,
+        ops: list[tuple[Any, ...]],
+        positions: int | list[int],
+        result: ProcessResult,
+        rows: list[tuple[int, int, list[float]]],
+    ) -> None:
+        """The per-op path: ``ops[i]`` is op ``positions[i]`` of the batch (or ``positions + i``);
+        its features go to ``rows`` as ``(position, plan, values)``."""
         if not ops:
             return
+        if isinstance(positions, int):
+            positions = list(range(positions, positions + len(ops)))
         kernels = self.kernels
         cache = self._cache
         op_keys = [kernels[op[1]].key_prefix + op[2].encode() for op in ops]
@@ -356,8 +438,7 @@ class EntityPartition:
                 hist[key] = decode(raw) if raw is not None else History()
                 if stored is not None:
                     stored[key] = raw
-        out = result.values
-        applied_before = len(out)
+        applied_before = len(rows)
         res, horizon, horizon_ms = self.res, self.horizon, self.horizon_ms
         max_buckets = self.max_buckets
         stats = self.stats
@@ -366,7 +447,7 @@ class EntityPartition:
             h = hist[key]
             try:
                 if op[0] == OP_TX:
-                    _, _, _, tx_id, t_ms, amount, novelty, clock_ms = op
+                    _, _, _, _, t_ms, amount, novelty, clock_ms = op
                 else:
                     t_ms, clock_ms = op[3], op[6]
                 t = t_ms // res
@@ -391,7 +472,7 @@ class EntityPartition:
                         h.last_ms = t_ms
                     if len(h.times) > max_buckets:
                         h.coarsen(max_buckets, self.units_per_s, clock)
-                    out.append((tx_id, op[1], values))
+                    rows.append((positions[n], op[1], values))
                 else:  # OP_FRAUD
                     stats.fraud_ops += 1
                     label_ms, delta = op[4], op[5]
@@ -404,7 +485,7 @@ class EntityPartition:
                 result.errors.append((op, f"{type(exc).__name__}: {exc}"[:300]))
                 if not self.keep_decoded:
                     hist[key] = self._rebuild(key, ops, op_keys, n)
-        stats.tx_ops += len(out) - applied_before
+        stats.tx_ops += len(rows) - applied_before
         if self.keep_decoded:
             self._dirty.update(op_keys)
         else:
@@ -439,7 +520,7 @@ class EntityPartition:
         scratch._stored = None
         scratch.stats = PartitionStats()
         probe = ProcessResult()
-        scratch._apply(earlier, probe)
+        scratch._apply_sequential(earlier, 0, probe, [])
         if probe.errors:  # failing again: keep the start state rather than guess
             return h
         return decode(scratch._cache[key])

@@ -26,15 +26,23 @@ import struct
 from array import array
 from bisect import bisect_right
 
+import numpy as np
 import orjson
 
 __all__ = ["HISTORY_FORMAT", "History", "decode", "encode"]
 
-# format, length of the seen-values JSON, newest event ms, newest bucket time, n buckets,
-# n fraud entries: 32 bytes, so that every array after it is 8-byte aligned and a batch of records
-# joined end to end can be read as one int64 buffer (fraudstream.state.columnar).
+# Format 4: rows of 7 8-byte words, so that a batch of records joined end to end is one
+# (rows x 7) array and a record's surviving buckets are one contiguous block of rows
+# (fraudstream.state.columnar):
+#   row 0: format | seen length << 32, newest event ms, newest bucket time, n | n_fraud << 32,
+#          3 zero words
+#   row 1: 2 zero words, then the prefix sums before the first bucket (cc cs cs_lo cq cq_lo)
+#   n bucket rows: time, max, then the prefix sums after the bucket
+#   the fraud entries' times, label times and deltas (3 x n_fraud words), zero-padded to a row
+#   the seen-values JSON, space-padded to a row
 _HDR = struct.Struct("<IIqqII")
-HISTORY_FORMAT = 3  # 1: per-bucket sums; 2: double-double prefix sums; 3: 8-byte aligned
+ROW = 7
+HISTORY_FORMAT = 4  # 1: per-bucket sums; 2: double-double prefix sums; 3: 8-byte aligned; 4: rows
 _CUMS = ("cc", "cs", "cs_lo", "cq", "cq_lo")
 # (age, granularity) in seconds, increasingly aggressive; the last step alone fits any horizon.
 _TIER_SPECS_S = (
@@ -245,22 +253,33 @@ def _two_sum(a: float, b: float) -> tuple[float, float]:
     return s, (a - (s - bp)) + (b - bp)
 
 
+def _pad_rows(words: int) -> int:
+    return -words % ROW
+
+
 def encode(h: History) -> bytes:
     seen = orjson.dumps(h.seen) if h.seen else b""
+    n, nf = len(h.times), len(h.f_time)
+    rows = np.empty((n, ROW), dtype=np.int64)
+    rows[:, 0] = np.frombuffer(h.times, dtype=np.int64)
+    fl = rows.view(np.float64)  # floats are copied, never converted: bits stay as they are
+    fl[:, 1] = np.frombuffer(h.maxs, dtype=np.float64)
+    base = np.zeros(ROW)
+    for k, name in enumerate(_CUMS):
+        cum = np.frombuffer(getattr(h, name), dtype=np.float64)
+        fl[:, 2 + k] = cum[1:]
+        base[2 + k] = cum[0]
     parts = [
-        _HDR.pack(HISTORY_FORMAT, len(seen), h.last_ms, h.max_t, len(h.times), len(h.f_time)),
-        h.times.tobytes(),
-        h.cc.tobytes(),
-        h.cs.tobytes(),
-        h.cs_lo.tobytes(),
-        h.cq.tobytes(),
-        h.cq_lo.tobytes(),
-        h.maxs.tobytes(),
+        _HDR.pack(HISTORY_FORMAT, len(seen), h.last_ms, h.max_t, n, nf),
+        bytes(8 * (ROW - 4)),
+        base.tobytes(),
+        rows.tobytes(),
     ]
-    if h.f_time:
+    if nf:
         parts += [h.f_time.tobytes(), h.f_label_ms.tobytes(), h.f_delta.tobytes()]
+        parts.append(bytes(8 * _pad_rows(3 * nf)))
     if seen:
-        parts.append(seen + b" " * (-len(seen) % 8))  # padded: records stay multiples of 8
+        parts.append(seen + b" " * (-len(seen) % (8 * ROW)))  # padded: records are whole rows
     return b"".join(parts)
 
 
@@ -269,32 +288,25 @@ def decode(raw: bytes) -> History:
     fmt, seen_len, h.last_ms, h.max_t, n, nf = _HDR.unpack_from(raw)
     if fmt != HISTORY_FORMAT:
         raise ValueError(f"entity record format {fmt}, expected {HISTORY_FORMAT}")
-    buf = memoryview(raw)
-    off = _HDR.size
-    end = off + 8 * n
-    h.times = times = array("q")
-    times.frombytes(buf[off:end])
-    cums = []
-    for _ in range(5):
-        off, end = end, end + 8 * (n + 1)
-        a = array("d")
-        a.frombytes(buf[off:end])
-        cums.append(a)
-    h.cc, h.cs, h.cs_lo, h.cq, h.cq_lo = cums
-    off, end = end, end + 8 * n
-    h.maxs = maxs = array("d")
-    maxs.frombytes(buf[off:end])
+    words = np.frombuffer(raw, dtype=np.int64)
+    base = words[ROW : 2 * ROW].view(np.float64)
+    rows = words[2 * ROW : (2 + n) * ROW].reshape(n, ROW)
+    h.times = array("q", rows[:, 0].tobytes())
+    fl = rows.view(np.float64)
+    h.maxs = array("d", fl[:, 1].tobytes())
+    for k, name in enumerate(_CUMS):
+        cum = array("d", (float(base[2 + k]),))
+        cum.frombytes(fl[:, 2 + k].tobytes())
+        setattr(h, name, cum)
+    end = (2 + n) * ROW
     if nf:
-        ints = []
-        for _ in range(3):
-            off, end = end, end + 8 * nf
-            b = array("q")
-            b.frombytes(buf[off:end])
-            ints.append(b)
-        h.f_time, h.f_label_ms, h.f_delta = ints
+        h.f_time = array("q", words[end : end + nf].tobytes())
+        h.f_label_ms = array("q", words[end + nf : end + 2 * nf].tobytes())
+        h.f_delta = array("q", words[end + 2 * nf : end + 3 * nf].tobytes())
+        end += 3 * nf + _pad_rows(3 * nf)
     else:
         h.f_time, h.f_label_ms, h.f_delta = array("q"), array("q"), array("q")
-    h.seen = orjson.loads(buf[end : end + seen_len]) if seen_len else {}
+    h.seen = orjson.loads(raw[8 * end : 8 * end + seen_len]) if seen_len else {}
     return h
 
 

@@ -7,7 +7,9 @@ decided here:
 * the maintenance clock (:mod:`fraudstream.state.clock`) advances;
 * the transaction index (:mod:`fraudstream.state.txindex`) says whether a transaction is new, an
   exact re-delivery or a conflict, and turns label changes into fraud ops;
-* a new transaction is split into one op per entity (:mod:`fraudstream.state.ops`).
+* a new transaction is split into one op per entity (:mod:`fraudstream.state.ops`); the batch's
+  ops come out as columns (:class:`~fraudstream.state.ops.OpBatch`), with the new transactions'
+  rows (:attr:`IngestResult.txs`) that the ops' ``tx_row`` refers to.
 
 Events, in input order, tell the decision step what to do:
 
@@ -31,11 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fraudstream.schema import Label, Transaction
 from fraudstream.state.base import EpochStore
 from fraudstream.state.clock import DEFAULT_STEP_MS, MaintenanceClock
 from fraudstream.state.features import DAY_MS, FeatureSet
-from fraudstream.state.ops import Op, delayed_entities, fraud_ops, split_transaction
+from fraudstream.state.ops import Op, OpBatch, fraud_ops, split_many
 from fraudstream.state.txindex import INDEX_FORMAT, TxIndex
 
 __all__ = [
@@ -60,8 +64,20 @@ _I64 = struct.Struct("<q")
 
 @dataclass
 class IngestResult:
-    ops: list[Op] = field(default_factory=list)
+    """``batch``: the entity ops; ``events`` (module docstring); ``txs``/``tx_index``: the new
+    transactions in order and their positions in the records (row ``k`` of the batch's
+    transaction columns, ``OpBatch.tx_row``); ``n_ops``: each new transaction's op count."""
+
+    batch: OpBatch = field(default_factory=OpBatch.empty)
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    txs: list[Transaction] = field(default_factory=list)
+    tx_index: list[int] = field(default_factory=list)
+    n_ops: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def ops(self) -> list[Op]:
+        """The ops as tuples, in order (tests and tools; the flow passes the columns)."""
+        return self.batch.ops()
 
 
 class Ingest:
@@ -88,6 +104,12 @@ class Ingest:
             clock_step_ms, None if raw_clock is None else _I64.unpack(raw_clock)[0]
         )
         self._expired_day = None if raw_day is None else _I64.unpack(raw_day)[0]
+        # (plan, field) of the delayed-window plans: what the index keeps per transaction
+        self._delayed = [(i, p.field) for i, p in enumerate(fs.plans) if p.delayed_windows]
+        # per process() call: the new transactions' clocks, fraud ops, EV_TX event positions
+        self._clocks: list[int] = []
+        self._frauds: list[tuple[int, Op]] = []
+        self._tx_events: list[int] = []
 
     @property
     def stats(self) -> Any:
@@ -96,45 +118,82 @@ class Ingest:
     def process(self, records: Sequence[Transaction | Label]) -> IngestResult:
         """Apply ``records`` in order (see the module docstring for the result)."""
         result = IngestResult()
-        start = 0
+        self._clocks, self._frauds, self._tx_events = [], [], []
+        # The clock at every record, in one pass (MaintenanceClock.observe, inlined): a
+        # transaction's clock after it observed its time, a label's the clock as it stands.
+        ms: list[int] = [0] * len(records)
+        m = self.clock.value
+        step = self.clock.step_ms
+        for i, rec in enumerate(records):
+            if type(rec) is Transaction:
+                t = rec.event_time_ms
+                if m is None:
+                    m = t
+                elif t > m:
+                    cap = m + step
+                    m = t if t < cap else cap
+                ms[i] = m
+            else:
+                assert isinstance(rec, Label)
+                ms[i] = m if m is not None else rec.label_time_ms
         # Split the batch where the clock enters a new day: expiry happens exactly there.
-        probe = MaintenanceClock(self.clock.step_ms, self.clock.value)
+        start = 0
         day = self._expired_day
         for i, rec in enumerate(records):
             if type(rec) is Transaction:
-                d = probe.observe(rec.event_time_ms) // DAY_MS
+                d = ms[i] // DAY_MS
                 if day is None:
                     day = d
                 elif d > day:
-                    self._segment(records, start, i, result)
+                    self._segment(records, ms, start, i, result)
                     self.index.expire(d * DAY_MS)
                     start, day = i, d
                     self._expired_day = day
-        self._segment(records, start, len(records), result)
+        self._segment(records, ms, start, len(records), result)
+        batch, n_ops = split_many(self.fs, result.txs, self._clocks, result.tx_index, self._frauds)
+        result.batch, result.n_ops = batch, n_ops
+        events = result.events
+        for e, n in zip(self._tx_events, n_ops.tolist(), strict=True):
+            ev = events[e]
+            events[e] = (EV_TX, ev[1], n, ev[3])
         return result
 
     def _segment(
-        self, records: Sequence[Transaction | Label], lo: int, hi: int, result: IngestResult
+        self,
+        records: Sequence[Transaction | Label],
+        ms: list[int],
+        lo: int,
+        hi: int,
+        result: IngestResult,
     ) -> None:
         if lo >= hi and self._expired_day is not None:
             return
-        index, clock, fs = self.index, self.clock, self.fs
+        index, clock = self.index, self.clock
+        delayed_plans = self._delayed
         index.begin([r.tx_id for r in records[lo:hi]])
-        ops, events = result.ops, result.events
+        events = result.events
+        txs, tx_index, clocks, frauds = result.txs, result.tx_index, self._clocks, self._frauds
+        tx_events = self._tx_events
+        on_transaction = index.on_transaction
         for i in range(lo, hi):
             rec = records[i]
+            m = ms[i]
             if type(rec) is Transaction:
-                m = clock.observe(rec.event_time_ms)
-                outcome, held = index.on_transaction(rec, delayed_entities(fs, rec), m)
+                clock.value = m
+                # delayed_entities(fs, rec), with the plans looked up once
+                delayed = [[p, v] for p, f in delayed_plans if (v := getattr(rec, f)) is not None]
+                outcome, held = on_transaction(rec, delayed, m)
                 if outcome == "new":
-                    tx_ops = split_transaction(fs, rec, m)
-                    ops += tx_ops
-                    events.append((EV_TX, i, len(tx_ops), m))
+                    txs.append(rec)
+                    tx_index.append(i)
+                    clocks.append(m)
+                    tx_events.append(len(events))
+                    events.append((EV_TX, i, 0, m))  # the op count is filled in by process()
                     if held:
                         label, label_ms = held
                         t, ents, delta = index.apply_held(rec.tx_id, label, label_ms)
                         if delta:
-                            ops += fraud_ops(ents, t, label_ms, delta, m)
+                            frauds += [(i, o) for o in fraud_ops(ents, t, label_ms, delta, m)]
                         events.append((EV_LEARN, rec.tx_id, label, label_ms, m))
                 elif outcome == "duplicate":
                     events.append((EV_DUPLICATE, i, m))
@@ -142,12 +201,11 @@ class Ingest:
                     events.append((EV_CONFLICT, i, m))
             else:
                 assert isinstance(rec, Label)
-                m = clock.value if clock.value is not None else rec.label_time_ms
                 outcome, change = index.on_label(rec.tx_id, rec.label, rec.label_time_ms, m)
                 if outcome == "matched":
                     t, ents, delta = change
                     if delta:
-                        ops += fraud_ops(ents, t, rec.label_time_ms, delta, m)
+                        frauds += [(i, o) for o in fraud_ops(ents, t, rec.label_time_ms, delta, m)]
                     events.append((EV_LEARN, rec.tx_id, rec.label, rec.label_time_ms, m))
         meta: dict[bytes, bytes | None] = {}
         if clock.value is not None:

