@@ -7,6 +7,9 @@
   ``decided_at_ms - ingested_at_ms`` (the record's producer timestamp) per decision, and the
   sidecar's own in-process latency (poll -> decision handed to the producer, by stage: queue,
   state, scoring, sink), read from its ``/metrics`` before and after each phase.
+* ``e2e_challenger_cost``: the throughput drain (one process) with the champion alone and with
+  the champion plus the online River challenger in shadow, runs alternated; the fraction of
+  throughput the challenger costs (budget 0.15).
 * ``kafka_consume_ceiling``: aiokafka consume + ``orjson.loads`` of the same topic, events/s.
 
 Every run gets a fresh broker, so topics, state and recovery directories are always new.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -412,14 +416,88 @@ def bench_latency(
                 _stop(proc)
 
 
+# --- e2e_challenger_cost ------------------------------------------------------------------
+
+
+def bench_challenger_cost(
+    emit: Emit, *, customers: int, days: int, train_days: int, repeats: int, run_timeout_s: float
+) -> None:
+    """The same drain (P = 1) with the champion alone and with the champion plus the online
+    River challenger in shadow (scoring every event, learning every matured label), runs
+    alternated so that machine drift cancels; both models trained on the first ``train_days``
+    days, so that drift monitoring and label learning run on the rest as they would live."""
+    from fraudstream.replay.training import train_challenger_from_streams, train_from_streams
+    from fraudstream.state.features import get_feature_set
+
+    sim = generate(SimConfig(seed=13, n_customers=customers, days=days))
+    n = len(sim.transactions)
+    fs = get_feature_set("default")
+    start_ms = min(t["event_time_ms"] for t in sim.transactions)
+    window = {"train_to_ms": start_ms + train_days * 86_400_000}
+    with tempfile.TemporaryDirectory(prefix="fraudstream-bench-") as tmp:
+        alone, both = Path(tmp) / "champion", Path(tmp) / "with-challenger"
+        train_from_streams(sim.transactions, sim.labels, fs, alone, n_estimators=200, **window)
+        shutil.copytree(alone, both)
+        train_challenger_from_streams(sim.transactions, sim.labels, fs, both, **window)
+        rates: dict[str, list[float]] = {"champion": [], "champion+challenger": []}
+        for i in range(repeats):
+            for case, registry in (("champion", alone), ("champion+challenger", both)):
+                work = Path(tmp) / f"{case}-{i}"
+                work.mkdir()
+                with EmbeddedBroker(log_path=work / "broker.log") as broker:
+                    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+                    create_topics(settings, TOPICS)
+                    produce(settings, "transactions", sim.transactions, key=_key)
+                    produce(settings, "labels", sim.labels, key=lambda r: r["tx_id"])
+                    proc = _sidecar(broker, work, registry, processes=1, tail=False)
+                    try:
+                        rc = proc.wait(timeout=run_timeout_s)
+                    except subprocess.TimeoutExpired:
+                        _stop(proc)
+                        rc = None
+                    records = consume(settings, "decisions", timeout_s=60)
+                decided = decisions_by_tx(records)
+                scored = sum(1 for d in decided.values() if len(d.get("models") or ()) > 1)
+                sustained, _, _ = decision_rates(decided)
+                rates[case].append(sustained)
+                emit(
+                    benchmark="e2e_challenger_run",
+                    case=case,
+                    repeat=i,
+                    events=n,
+                    decided=len(decided),
+                    decisions_with_two_scores=scored,
+                    exit_code=rc,
+                    value=round(sustained),
+                    unit="events/s",
+                )
+        best = {case: max(r) for case, r in rates.items()}
+        emit(
+            benchmark="e2e_challenger_cost",
+            events=n,
+            champion_events_per_s=round(best["champion"]),
+            with_challenger_events_per_s=round(best["champion+challenger"]),
+            value=round(1 - best["champion+challenger"] / best["champion"], 3),
+            unit="throughput lost (fraction)",
+            note=f"best of {repeats} alternated runs each, P = 1, sustained middle 80%; "
+            "budget 0.15",
+        )
+
+
 def run(emit: Emit, *, quick: bool) -> None:
     if quick:
         bench_throughput(emit, customers=500, days=10, processes=(1, 2), run_timeout_s=240)
         bench_latency_ceiling(emit, rates=(1000,), seconds=3)
         bench_latency(emit, customers=500, rates=(1000,), seconds=5, drain_timeout_s=120)
+        bench_challenger_cost(
+            emit, customers=500, days=10, train_days=4, repeats=1, run_timeout_s=240
+        )
     else:
         bench_throughput(emit, customers=2000, days=30, processes=(1, 2), run_timeout_s=420)
         bench_latency_ceiling(emit, rates=(1000, 2000, 5000), seconds=8)
         bench_latency(
             emit, customers=2000, rates=(1000, 2000, 5000, 10000), seconds=12, drain_timeout_s=300
+        )
+        bench_challenger_cost(
+            emit, customers=2000, days=30, train_days=10, repeats=2, run_timeout_s=420
         )

@@ -4,9 +4,9 @@ The per-op kernel (:mod:`fraudstream.state.kernel`) costs tens of microseconds o
 here a whole batch (all plans, all entities, all events) costs a fixed number of numpy calls plus
 a few dictionary operations per entity:
 
-1. **Decode** every touched history at once. Records are multiples of 8 bytes (format 3), so the
-   batch's records joined end to end are one int64 buffer; headers and columns are gathered with
-   index arithmetic (:class:`Records`).
+1. **Decode** every touched history at once. Records are rows of 7 eight-byte words (format 4), so
+   the batch's records joined end to end are one (rows x 7) int64 array; headers and columns
+   are gathered with index arithmetic (:class:`Records`).
 2. **Accumulate** each entity's new events exactly as one-by-one adds would: the prefix sums are
    continued with ``np.add.accumulate`` along the rows of a (entities x events) matrix, which adds
    left to right like the sequential code, and the TwoSum errors are computed elementwise.
