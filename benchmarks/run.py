@@ -19,10 +19,13 @@ workload for a smoke run. A subset run writes only its own results to latest.jso
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import orjson
@@ -31,6 +34,8 @@ from fraudstream.models.champion import XGBChampion
 from fraudstream.models.train import train_champion
 from fraudstream.simulate import SimConfig, generate
 from fraudstream.state.features import get_feature_set
+
+T = TypeVar("T")
 
 RESULTS = Path(__file__).with_name("results") / "latest.jsonl"
 
@@ -65,23 +70,44 @@ def bench_scoring(out: list[dict]) -> None:
         _emit(out, benchmark="xgboost_score_per_row", batch=batch, value=per_row * 1e6, unit="us")
 
 
+def _marked(records: Iterator[T], step: int, marks: list[tuple[int, float]]) -> Iterator[T]:
+    """``records`` unchanged; the time at every ``step``-th record (and at the end) in ``marks``."""
+    i = -1
+    for i, rec in enumerate(records):
+        if i % step == 0:
+            marks.append((i, time.perf_counter()))
+        yield rec
+    marks.append((i + 1, time.perf_counter()))
+
+
 def bench_replay(out: list[dict], customers: int, days: int) -> None:
-    """`replay features` from a JSONL file to Parquet, as an analyst runs it (parse included)."""
+    """`replay features` from a JSONL file to Parquet, as an analyst runs it (parse included),
+    with the rate of each tenth of the stream (the rate must not decay as histories grow)."""
     import tempfile
 
-    from fraudstream.replay.api import write_features
+    import pyarrow.parquet as pq
+
+    from fraudstream.replay.api import features_table, read_records
+    from fraudstream.replay.features import file_order, replay_ordered
     from fraudstream.simulate import write_jsonl
 
     sim = generate(SimConfig(seed=1, n_customers=customers, days=days))
     with tempfile.TemporaryDirectory() as tmp:
         tx, labels = Path(tmp) / "tx.jsonl", Path(tmp) / "labels.jsonl"
         n = write_jsonl(tx, sim.transactions)
-        write_jsonl(labels, sim.labels)
+        step = max(1, (n + write_jsonl(labels, sim.labels)) // 10)
         del sim
         for name in ("handbook", "default"):
+            fs = get_feature_set(name)
+            marks: list[tuple[int, float]] = []
+            records = file_order(read_records(tx), read_records(labels), fs)
             t0 = time.perf_counter()
-            write_features(tx, labels, name, Path(tmp) / f"{name}.parquet")
+            result = replay_ordered(_marked(records, step, marks), fs)
+            pq.write_table(features_table(result, fs), str(Path(tmp) / f"{name}.parquet"))
             dt = time.perf_counter() - t0
+            tenths = [round((b[0] - a[0]) / (b[1] - a[1])) for a, b in itertools.pairwise(marks)][
+                :10
+            ]
             _emit(
                 out,
                 benchmark="replay_features",
@@ -90,6 +116,8 @@ def bench_replay(out: list[dict], customers: int, days: int) -> None:
                 source="jsonl file -> parquet",
                 value=n / dt,
                 unit="events/s",
+                records_per_s_by_tenth=tenths,
+                last_tenth_over_first=round(tenths[-1] / tenths[0], 3) if tenths else None,
             )
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fraudstream.cli import main
 from fraudstream.replay.api import features_frame, write_features
-from fraudstream.replay.features import replay_features
+from fraudstream.replay.features import REPLAY_BATCH, replay_features
 from fraudstream.simulate import SimConfig, generate, write_jsonl
 from fraudstream.state.features import default_feature_set, handbook_feature_set
 
@@ -25,6 +26,20 @@ def test_future_events_never_change_past_rows(cut):
     prefix = replay_features(SIM.transactions[:cut], SIM.labels, fs)
     assert prefix.tx_ids == full.tx_ids[:cut]
     assert np.array_equal(prefix.X, full.X[:cut])
+
+
+@pytest.mark.parametrize("make_fs", [handbook_feature_set, default_feature_set])
+def test_features_do_not_depend_on_the_replay_batch_size(make_fs):
+    # a replay takes batches of REPLAY_BATCH records, the live flow takes whatever it polled:
+    # the columnar step (many events of an entity in one batch) and the per-op step (one at a
+    # time) must agree to the bit
+    fs = make_fs()
+    ref = replay_features(SIM.transactions, SIM.labels, fs, batch_size=1)
+    assert len(SIM.transactions) + len(SIM.labels) < REPLAY_BATCH  # one batch: all columnar
+    for batch_size in (7, 250, REPLAY_BATCH):
+        got = replay_features(SIM.transactions, SIM.labels, fs, batch_size=batch_size)
+        assert got.tx_ids == ref.tx_ids
+        assert np.array_equal(got.X, ref.X, equal_nan=True), batch_size
 
 
 def test_labels_issued_after_a_transaction_never_reach_it():
