@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from fraudstream.broker import EmbeddedBroker, _free_port
 from fraudstream.flows.run import run_flow
@@ -281,9 +282,21 @@ class Producer(threading.Thread):
         topic = {"tx": self.topics.transactions, "labels": self.topics.labels}
         todo = list(chunk)
         while todo:
-            futures = [await producer.send(topic[k], v, key=key) for k, v, key in todo]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r, res in zip(todo, results, strict=True) if isinstance(res, Exception)]
+            # send() itself raises when it cannot even queue the record (no metadata while the
+            # broker restarts or the network is cut: KafkaTimeoutError after
+            # request_timeout_ms); that record is resent like one whose delivery failed
+            pending: list[Any] = []
+            for k, v, key in todo:
+                try:
+                    pending.append(await producer.send(topic[k], v, key=key))
+                except KafkaError as exc:
+                    pending.append(exc)
+            results = await asyncio.gather(
+                *(f for f in pending if not isinstance(f, Exception)), return_exceptions=True
+            )
+            delivered = iter(results)
+            outcome = [f if isinstance(f, Exception) else next(delivered) for f in pending]
+            failed = [r for r, res in zip(todo, outcome, strict=True) if isinstance(res, Exception)]
             self.sent += len(todo) - len(failed)
             if failed:
                 self.retries += len(failed)
@@ -472,6 +485,8 @@ def _chaos(
         deadline = time.monotonic() + 600
         while _decided_count(settings, topics.decisions) < point:
             watch()
+            if producer.error is not None:  # the stream will never reach the point
+                raise RuntimeError(f"producer failed: {producer.error!r}") from producer.error
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no progress to {point} decisions before {fault}")
             time.sleep(0.2)  # polling the decision log with a deadline
