@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import orjson
 from aiokafka import TopicPartition
 
-from fraudstream.kafka import KafkaSettings, _consumer, _end_offsets, _partitions
+from fraudstream.kafka import KafkaSettings, _assign_all, _consumer
 from fraudstream.schema import ALERT_SCHEMA_VERSION
 from fraudstream.timeutil import format_time_ms
 
@@ -128,15 +128,8 @@ async def atail(
     await consumer.start()
     printed = 0
     try:
-        tps = await _partitions(consumer, topic, deadline)
-        ends = await _end_offsets(consumer, tps, deadline)
-        consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            for tp in tps:
-                consumer.seek(tp, ends[tp])
-        pending = set(tps)
+        ends = await _assign_all(consumer, topic, deadline, from_beginning=from_beginning)
+        pending = set(ends)
         while True:
             if not follow:
                 for tp in list(pending):

@@ -633,6 +633,22 @@ async def _end_offsets(
     return ends
 
 
+async def _assign_all(
+    consumer: AIOKafkaConsumer, topic: str, deadline: float, *, from_beginning: bool
+) -> dict[TopicPartition, int]:
+    """Assign every partition of ``topic`` to ``consumer``, positioned at the earliest offsets
+    or at the end offsets; return the end offsets found (``{partition: high watermark}``)."""
+    tps = await _partitions(consumer, topic, deadline)
+    ends = await _end_offsets(consumer, tps, deadline)
+    consumer.assign(tps)
+    if from_beginning:
+        await consumer.seek_to_beginning(*tps)
+    else:
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+    return ends
+
+
 async def aend_offsets(
     settings: KafkaSettings, topic: str, timeout_s: float = 30
 ) -> dict[int, int]:
@@ -676,15 +692,8 @@ async def aconsume(
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        tps = await _partitions(consumer, topic, deadline)
-        ends = await _end_offsets(consumer, tps, deadline)
-        consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            for tp in tps:
-                consumer.seek(tp, ends[tp])
-        pending = set(tps)
+        ends = await _assign_all(consumer, topic, deadline, from_beginning=from_beginning)
+        pending = set(ends)
 
         async def done() -> bool:
             if max_records is not None and len(records) >= max_records:
