@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +56,36 @@ def topics(kafka_settings, unique_topic):
 
 DAY_MS = 86_400_000
 SMALL_FETCHES = {"max.partition.fetch.bytes": "8192"}
+
+
+def sidecar_argv(servers: str, registry, tmp: Path, t: Topics, *extra: str) -> list[str]:
+    """``fraudstream run`` on ``t``'s topics with 4 state partitions, state and recovery
+    directories under ``tmp``; ``extra`` flags go last."""
+    return [
+        sys.executable,
+        "-m",
+        "fraudstream",
+        "run",
+        "--bootstrap-servers",
+        servers,
+        "--registry",
+        str(registry),
+        "--state-dir",
+        str(tmp / "state"),
+        "--recovery-dir",
+        str(tmp / "recovery"),
+        "--partitions",
+        "4",
+        "--transactions-topic",
+        t.transactions,
+        "--labels-topic",
+        t.labels,
+        "--decisions-topic",
+        t.decisions,
+        "--alerts-topic",
+        t.alerts,
+        *extra,
+    ]
 
 
 def recent_stream(*, seed: int, customers: int, days: int, days_ago: int):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 
 import orjson
 
 from fraudstream.flows.run import run_flow
 from fraudstream.kafka import consume, create_topics, produce_streams
-from tests.flows.conftest import load_history, recent_stream
+from tests.flows.conftest import load_history, recent_stream, sidecar_argv
 
 
 def _rows(settings, topic: str, n: int | None = None) -> dict[str, tuple]:
@@ -30,31 +29,7 @@ def _rows(settings, topic: str, n: int | None = None) -> dict[str, tuple]:
 
 
 def _sidecar(settings, registry, tmp, t, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fraudstream",
-        "run",
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--registry",
-        str(registry),
-        "--state-dir",
-        str(tmp / "state"),
-        "--recovery-dir",
-        str(tmp / "recovery"),
-        "--partitions",
-        "4",
-        "--transactions-topic",
-        t.transactions,
-        "--labels-topic",
-        t.labels,
-        "--decisions-topic",
-        t.decisions,
-        "--alerts-topic",
-        t.alerts,
-        *extra,
-    ]
+    return sidecar_argv(settings.bootstrap_servers, registry, tmp, t, *extra)
 
 
 def test_two_processes_and_other_batches_decide_as_one_process(

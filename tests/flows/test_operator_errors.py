@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,37 +16,11 @@ from fraudstream.broker import EmbeddedBroker, _free_port
 from fraudstream.flows.run import run_flow
 from fraudstream.flows.scoring import Topics
 from fraudstream.kafka import KafkaSettings, consume, create_topics, end_offsets, produce_streams
-from tests.flows.conftest import load_history, recent_stream
+from tests.flows.conftest import load_history, recent_stream, sidecar_argv
 
 
 def _argv(servers: str, registry, tmp, t: Topics, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fraudstream",
-        "run",
-        "--bootstrap-servers",
-        servers,
-        "--registry",
-        str(registry),
-        "--state-dir",
-        str(tmp / "state"),
-        "--recovery-dir",
-        str(tmp / "recovery"),
-        "--partitions",
-        "4",
-        "--transactions-topic",
-        t.transactions,
-        "--labels-topic",
-        t.labels,
-        "--decisions-topic",
-        t.decisions,
-        "--alerts-topic",
-        t.alerts,
-        "--epoch-interval",
-        "0.2",
-        *extra,
-    ]
+    return sidecar_argv(servers, registry, tmp, t, "--epoch-interval", "0.2", *extra)
 
 
 def _ids(settings, topic: str, n: int) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,37 +14,13 @@ import orjson
 
 from fraudstream.broker import _free_port
 from fraudstream.kafka import consume, produce_streams
-from tests.flows.conftest import recent_stream
+from tests.flows.conftest import recent_stream, sidecar_argv
 
 
 def _argv(settings, registry, tmp: Path, t, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fraudstream",
-        "run",
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--registry",
-        str(registry),
-        "--state-dir",
-        str(tmp / "state"),
-        "--recovery-dir",
-        str(tmp / "recovery"),
-        "--partitions",
-        "4",
-        "--transactions-topic",
-        t.transactions,
-        "--labels-topic",
-        t.labels,
-        "--decisions-topic",
-        t.decisions,
-        "--alerts-topic",
-        t.alerts,
-        "--epoch-interval",
-        "0.5",
-        *extra,
-    ]
+    return sidecar_argv(
+        settings.bootstrap_servers, registry, tmp, t, "--epoch-interval", "0.5", *extra
+    )
 
 
 def _decided(settings, topic: str, n: int) -> list[str]:
