@@ -28,6 +28,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,48 @@ def bench_consume_ceiling(emit: Emit, settings: KafkaSettings, n: int) -> None:
     )
 
 
+@dataclass
+class _Drain:
+    records: list[Record]
+    rc: int | None
+    wall_s: float
+    cpu_s: float
+    load_before: float
+
+
+def _drain(
+    sim: Simulation,
+    registry: Path,
+    work: Path,
+    processes: int,
+    run_timeout_s: float,
+    before_run: Callable[[KafkaSettings], None] | None = None,
+) -> _Drain:
+    """A fresh broker with ``sim`` produced, ``fraudstream run --no-tail`` over it until it
+    exits (killed at the timeout: ``rc`` None), then every decision record."""
+    with EmbeddedBroker(log_path=work / "broker.log") as broker:
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
+        create_topics(settings, TOPICS)
+        produce(settings, "transactions", sim.transactions, key=_key)
+        produce(settings, "labels", sim.labels, key=lambda r: r["tx_id"])
+        if before_run is not None:
+            before_run(settings)
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = _sidecar(broker, work, registry, processes=processes, tail=False)
+        try:
+            rc: int | None = proc.wait(timeout=run_timeout_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            rc = None
+        wall_s = time.perf_counter() - started
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        records = consume(settings, "decisions", timeout_s=60)
+    return _Drain(records, rc, wall_s, cpu_s, load_before)
+
+
 # --- e2e_throughput -----------------------------------------------------------------------
 
 
@@ -213,27 +256,16 @@ def bench_throughput(
         for p in processes:
             work = Path(tmp) / f"p{p}"
             work.mkdir()
-            with EmbeddedBroker(log_path=work / "broker.log") as broker:
-                settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
-                create_topics(settings, TOPICS)
-                produce(settings, "transactions", sim.transactions, key=_key)
-                produce(settings, "labels", sim.labels, key=lambda r: r["tx_id"])
+
+            def first_ceiling(settings: KafkaSettings) -> None:
+                nonlocal ceiling
                 if ceiling:
                     bench_consume_ceiling(emit, settings, n)
                     ceiling = False
-                load_before = os.getloadavg()[0]
-                started = time.perf_counter()
-                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                proc = _sidecar(broker, work, registry, processes=p, tail=False)
-                try:
-                    rc = proc.wait(timeout=run_timeout_s)
-                except subprocess.TimeoutExpired:
-                    _stop(proc)
-                    rc = None
-                wall_s = time.perf_counter() - started
-                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-                records = consume(settings, "decisions", timeout_s=60)
+
+            run = _drain(sim, registry, work, p, run_timeout_s, first_ceiling)
+            records, rc, wall_s, cpu_s = run.records, run.rc, run.wall_s, run.cpu_s
+            load_before = run.load_before
             decided = decisions_by_tx(records)
             sustained, first_to_last, span_s = decision_rates(decided)
             emit(
@@ -444,19 +476,9 @@ def bench_challenger_cost(
             for case, registry in (("champion", alone), ("champion+challenger", both)):
                 work = Path(tmp) / f"{case}-{i}"
                 work.mkdir()
-                with EmbeddedBroker(log_path=work / "broker.log") as broker:
-                    settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
-                    create_topics(settings, TOPICS)
-                    produce(settings, "transactions", sim.transactions, key=_key)
-                    produce(settings, "labels", sim.labels, key=lambda r: r["tx_id"])
-                    proc = _sidecar(broker, work, registry, processes=1, tail=False)
-                    try:
-                        rc = proc.wait(timeout=run_timeout_s)
-                    except subprocess.TimeoutExpired:
-                        _stop(proc)
-                        rc = None
-                    records = consume(settings, "decisions", timeout_s=60)
-                decided = decisions_by_tx(records)
+                run = _drain(sim, registry, work, 1, run_timeout_s)
+                rc = run.rc
+                decided = decisions_by_tx(run.records)
                 scored = sum(1 for d in decided.values() if len(d.get("models") or ()) > 1)
                 sustained, _, _ = decision_rates(decided)
                 rates[case].append(sustained)
@@ -477,7 +499,10 @@ def bench_challenger_cost(
             events=n,
             champion_events_per_s=round(best["champion"]),
             with_challenger_events_per_s=round(best["champion+challenger"]),
-            value=round(1 - best["champion+challenger"] / best["champion"], 3),
+            # None: too few events for a sustained rate (every decision in one batch)
+            value=round(1 - best["champion+challenger"] / best["champion"], 3)
+            if best["champion"]
+            else None,
             unit="throughput lost (fraction)",
             note=f"best of {repeats} alternated runs each, P = 1, sustained middle 80%; "
             "budget 0.15",
