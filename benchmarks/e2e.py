@@ -22,7 +22,6 @@ import asyncio
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fraudstream.broker import EmbeddedBroker
+from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.demo import start_sidecar
 from fraudstream.kafka import KafkaSettings, Record, consume, create_topics, produce
 from fraudstream.metrics import INPROCESS, quantiles_from_buckets
@@ -79,12 +78,6 @@ def _sidecar(
     return start_sidecar(
         broker.bootstrap_servers, work, registry, processes=processes, tail=tail, extra=extra
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape_inprocess(port: int) -> dict[str, np.ndarray]:
@@ -390,7 +383,7 @@ def bench_latency(
         with EmbeddedBroker(log_path=work / "broker.log") as broker:
             settings = KafkaSettings(bootstrap_servers=broker.bootstrap_servers)
             create_topics(settings, TOPICS)
-            port = _free_port()
+            port = free_port("127.0.0.1")
             proc = _sidecar(
                 broker, work, registry, processes=1, tail=True, extra=("--metrics-port", str(port))
             )

@@ -36,12 +36,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import http.client
 import importlib.resources
 import importlib.util
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -67,6 +69,7 @@ __all__ = [
     "EmbeddedBroker",
     "LocalS3Server",
     "find_tansu_binary",
+    "free_port",
     "probe_api_versions",
     "probe_metadata",
 ]
@@ -116,11 +119,45 @@ def find_tansu_binary() -> Path:
     )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral (outgoing connection) range; 32768 where the
+    kernel does not say."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(host: str, count: int = 1) -> int:
+    """The first of ``count`` consecutive TCP ports free on ``host``, below the kernel's
+    ephemeral range.
+
+    A port from ``bind(port 0)`` lies in the ephemeral range, the pool every outgoing connection
+    on the machine draws its local port from. Such a port is only free at the moment of asking:
+    a port used again later (a metrics port across restarts, a broker's port across its
+    restarts, ``metrics_port + i`` for the processes of a cluster) can be held by some other
+    connection by then, and a worker that connects to a peer's port before the peer listens
+    there can connect to itself (TCP simultaneous open) when the kernel picks that very port as
+    the local one. Neither can happen to a port outside the range.
+    """
+    high = _ephemeral_low() - count
+    rng = random.SystemRandom()
+    for _ in range(200 if high > _LOWEST_PORT else 0):
+        first = rng.randrange(_LOWEST_PORT, high)
+        if all(_port_is_free(host, first + i) for i in range(count)):
+            return first
+    # no room below the range (an odd kernel setting): ask the kernel
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            first = int(sock.getsockname()[1])
+        if all(_port_is_free(host, first + i) for i in range(1, count)):
+            return first
+    raise OSError(errno.EADDRINUSE, f"no {count} consecutive free ports on {host}")
 
 
 def _port_is_free(host: str, port: int) -> bool:
@@ -362,7 +399,7 @@ class LocalS3Server:
         attempts = 1 if self._requested_port is not None else _START_ATTEMPTS
         for attempt in range(1, attempts + 1):
             try:
-                self._start_once(self._requested_port or _free_port(self.host))
+                self._start_once(self._requested_port or free_port(self.host))
                 break
             except _ExitedDuringStartupError:
                 if attempt == attempts:
@@ -599,7 +636,7 @@ class EmbeddedBroker:
             raise BrokerError(f"{self.host}:{fixed} is already in use")
         attempts = 1 if fixed is not None else _START_ATTEMPTS
         for attempt in range(1, attempts + 1):
-            port = fixed or _free_port(self.host)
+            port = fixed or free_port(self.host)
             try:
                 self._start_once(port)
                 return

@@ -576,14 +576,14 @@ def _run_local_cluster(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    from fraudstream.broker import _death_signal_preexec, _free_port
+    from fraudstream.broker import _death_signal_preexec, free_port
     from fraudstream.flows.run import LOCKS_HELD_ENV, dir_locks, ensure_recovery_dir
 
     dirs = [Path(args.state_dir)] + ([] if args.no_recovery else [Path(args.recovery_dir)])
     with dir_locks(dirs) as fds:
         if not args.no_recovery:
             ensure_recovery_dir(Path(args.recovery_dir))
-        addrs = ",".join(f"127.0.0.1:{_free_port('127.0.0.1')}" for _ in range(args.processes))
+        addrs = ",".join(f"127.0.0.1:{free_port('127.0.0.1')}" for _ in range(args.processes))
         env = {**os.environ, LOCKS_HELD_ENV: "1"}
         children = [
             subprocess.Popen(

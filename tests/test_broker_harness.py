@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -18,7 +19,7 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from fraudstream.broker import BrokerError, EmbeddedBroker, LocalS3Server
+from fraudstream.broker import BrokerError, EmbeddedBroker, LocalS3Server, free_port
 from fraudstream.kafka import (
     KafkaSettings,
     Record,
@@ -402,3 +403,21 @@ def test_broker_and_object_store_die_with_their_parent() -> None:
 
     for pid in pids:
         _wait_until(lambda pid=pid: gone(pid), f"pid {pid} to exit after its parent was killed")
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_bindable() -> None:
+    # a port drawn from the ephemeral range can be taken by any outgoing connection before it
+    # is used (again): a restarted sidecar's metrics port, a peer's worker address
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for count in (1, 2, 4):
+        first = free_port("127.0.0.1", count=count)
+        assert first + count <= low
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))  # raises if the port were taken
+        finally:
+            for sock in held:
+                sock.close()

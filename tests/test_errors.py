@@ -13,7 +13,7 @@ import pytest
 import fraudstream.cli as cli
 from fraudstream import errors
 from fraudstream.broker import BrokerError as HarnessBrokerError
-from fraudstream.broker import _free_port
+from fraudstream.broker import free_port
 from fraudstream.errors import (
     BrokerError,
     BrokerTimeoutError,
@@ -127,7 +127,7 @@ def test_a_bad_setting_is_one_line_before_anything_runs(tmp_path):
 
 
 def test_an_unreachable_broker_is_a_broker_error_with_detail_in_the_json_log(tmp_path):
-    port = _free_port("127.0.0.1")  # nothing listens there
+    port = free_port("127.0.0.1")  # nothing listens there
     done = _fraudstream(
         "alerts",
         "tail",

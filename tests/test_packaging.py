@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraudstream.broker import free_port
 from fraudstream.cli import build_parser
 from fraudstream.kafka import create_topics, produce_streams
 from fraudstream.settings import settings_of
@@ -205,12 +205,6 @@ def test_wheel_installs_the_command(installed, tmp_path):
     assert "--metrics-addr" in run.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -285,7 +279,7 @@ def test_sidecar_from_the_wheel_runs_on_environment_alone(
     installed, kafka_settings, registry, unique_topic, tmp_path
 ):
     settings, n = _sidecar_input(kafka_settings, unique_topic)
-    port = _free_port()
+    port = free_port("127.0.0.1")
     env = _clean_env(installed) | settings
     env.update(
         FRAUDSTREAM_REGISTRY=str(registry),
@@ -315,7 +309,7 @@ def test_image_runs_read_only_on_environment_alone(
     mounted, settings passed as environment variables; host networking reaches the test broker."""
     assert IMAGE and ENGINE
     settings, n = _sidecar_input(kafka_settings, unique_topic)
-    port = _free_port()
+    port = free_port("127.0.0.1")
     data = tmp_path / "data"
     shutil.copytree(registry, data / "registry")
     for d in ("state", "recovery"):

@@ -41,7 +41,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from fraudstream.broker import EmbeddedBroker, _free_port
+from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.flows.run import run_flow
 from fraudstream.flows.scoring import FlowConfig, Topics
 from fraudstream.kafka import KafkaSettings, consume, create_topics, end_offsets
@@ -100,7 +100,7 @@ class Report:
         if self.max_rss_mib > self.plan.max_rss_mib:
             out.append(f"sidecar RSS {self.max_rss_mib:.0f} MiB > {self.plan.max_rss_mib}")
         if self.crashes:
-            out.append(f"sidecar exited on its own: {self.crashes}")
+            out.append("sidecar exited on its own:\n" + "\n".join(self.crashes))
         if self.late:
             out.append(f"{self.late:.0f} input records were late")
         if len(self.faults_done) != len(self.plan.faults):
@@ -322,6 +322,15 @@ class Sidecar:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_report(self) -> str:
+        """How the sidecar ended on its own, with the last lines it logged (for the report)."""
+        code = self.proc and self.proc.returncode
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()[-15:]
+        except OSError as exc:
+            lines = [f"(no log: {exc})"]
+        return f"exited {code}; log tail:\n" + "\n".join(line[:400] for line in lines)
+
     def pids(self) -> list[int]:
         assert self.proc is not None
         out = []
@@ -430,7 +439,7 @@ def run_campaign(plan: Plan, workdir: Path, registry: Path, log: Any = print) ->
                 "decisions.reference": 4,
             },
         )
-        base_port = _free_port("127.0.0.1")
+        base_port = free_port("127.0.0.1", count=plan.processes)
         argv = [
             sys.executable, "-m", "fraudstream", "run",
             "--bootstrap-servers", broker.bootstrap_servers,
@@ -476,7 +485,7 @@ def _chaos(
 
     def watch() -> None:
         if not sidecar.alive():
-            report.crashes.append(f"exited {sidecar.proc and sidecar.proc.returncode}")
+            report.crashes.append(sidecar.exit_report())
             sidecar.start()
 
     expected = len(stream.valid)
@@ -528,7 +537,7 @@ def _chaos(
     sidecar.scrape_late()
     report.late += sidecar.late_seen
     if not sidecar.alive():
-        report.crashes.append(f"exited {sidecar.proc and sidecar.proc.returncode}")
+        report.crashes.append(sidecar.exit_report())
     return seen
 
 

@@ -11,7 +11,8 @@ from tests.faults.campaign import Plan, run_campaign
 
 def test_bounded_fault_campaign(registry, tmp_path):
     report = run_campaign(Plan(), tmp_path / "campaign", registry, log=lambda *_: None)
-    assert report.failures() == [], report.summary()
+    failures = report.failures()
+    assert failures == [], "\n".join([str(report.summary()), *failures])
     assert report.decided == report.valid
     assert report.dead_letters >= report.bad
     assert report.produced > report.valid  # re-deliveries and bad records went through too

@@ -12,7 +12,7 @@ import urllib.request
 
 import orjson
 
-from fraudstream.broker import EmbeddedBroker, _free_port
+from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.flows.run import run_flow
 from fraudstream.flows.scoring import Topics
 from fraudstream.kafka import KafkaSettings, consume, create_topics, end_offsets, produce_streams
@@ -94,7 +94,7 @@ def test_a_broker_replaced_by_an_empty_one_is_reported_then_follows_the_policy(
             for tx in recent_stream(seed=33, customers=10, days=1, days_ago=2).transactions[:5]
         ]
         produce_streams(settings, "tx", "labels", fresh, [], stamp="now")
-        metrics = _free_port("127.0.0.1")
+        metrics = free_port("127.0.0.1")
         argv = _argv(new.bootstrap_servers, registry, tmp_path, t, "--metrics-port", str(metrics))
         stuck = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from fraudstream.broker import _free_port
+from fraudstream.broker import free_port
 from fraudstream.kafka import consume, produce_streams
 from tests.flows.conftest import recent_stream, sidecar_argv
 
@@ -67,7 +67,7 @@ def test_the_parent_of_several_processes_takes_its_children_with_it(
     kafka_settings, topics, registry, tmp_path
 ):
     t = topics(tx_partitions=2)
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1", count=2)
     argv = _argv(kafka_settings, registry, tmp_path / "a", t, "--processes", "2")
     parent = subprocess.Popen([*argv, "--metrics-port", str(port)], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fraudstream.broker import _free_port
+from fraudstream.broker import free_port
 from fraudstream.flows.scoring import Topics
 from fraudstream.kafka import KafkaSettings, create_topics
 from tests.flows.conftest import registry  # noqa: F401  (the small trained champion)
@@ -247,7 +247,7 @@ def ops_topics(settings: KafkaSettings, base: str, *, with_transactions: bool = 
 def start_sidecar(settings: KafkaSettings, registry_dir: Path, workdir: Path, t: Topics) -> Sidecar:
     """``fraudstream run`` as a subprocess, returned once its /healthz answers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     log = workdir / "sidecar.log"
     argv = [
         sys.executable,
@@ -320,7 +320,7 @@ class Prometheus:
             ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = _free_port("127.0.0.1")
+        self.port = free_port("127.0.0.1")
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "prometheus.log"
         with self.log.open("wb") as err:
