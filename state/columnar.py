@@ -222,7 +222,6 @@ class Rewrite:
         g_count = len(rec.n)
         seen = self.seen
         seen_len = np.fromiter(map(len, seen), dtype=np.int64, count=g_count)
-        seen_rows = (seen_len + 8 * ROW - 1) // (8 * ROW)
         ks, nb, d_s, r_off, nf = p["ks"], p["nb"], p["d_s"], p["r_off"], p["nf"]
         # new rows: headers, bases, the batch's buckets, fraud entries, seen values
         head = np.zeros((2 * g_count, ROW), dtype=np.int64)
@@ -247,31 +246,45 @@ class Rewrite:
             fraud[i] = p["f_time"]
             fraud[i + rep] = p["f_label"]
             fraud[i + 2 * rep] = p["f_delta"]
-        parts = [rec.w.reshape(-1, ROW), head, run_rows, fraud.reshape(-1, ROW)]
-        if seen_len.any():
-            padded = b"".join(x + b" " * (-len(x) % (8 * ROW)) for x in seen)
-            parts.append(np.frombuffer(padded, dtype=np.int64).reshape(-1, ROW))
-        source = np.concatenate(parts)
-        o_head = len(rec.w) // ROW
-        o_run = o_head + 2 * g_count
-        o_fraud = o_run + runs
-        o_seen = o_fraud + len(fraud) // ROW
-        gidx = np.arange(g_count, dtype=np.int64)
-        starts = np.stack(
-            [
-                o_head + 2 * gidx,
-                rec.o_rows + d_s,
-                o_run + r_off,
-                o_fraud + np.cumsum(f_rows) - f_rows,
-                o_seen + np.cumsum(seen_rows) - seen_rows,
-            ],
-            axis=1,
-        )
-        lens = np.stack([np.full(g_count, 2, dtype=np.int64), ks, nb, f_rows, seen_rows], axis=1)
-        out = source[ranges(starts.ravel(), lens.ravel())]
-        bounds = (np.cumsum(lens.sum(axis=1)) * (8 * ROW)).tolist()
-        raw = out.tobytes()
-        return [raw[a:b] for a, b in zip([0, *bounds], bounds, strict=False)]
+        # One join per record of byte slices (old surviving rows, header, new rows): the old
+        # rows are copied once, at memcpy speed; a gather of every touched record's rows through
+        # one index array cost 4-5 copies of the whole batch's records, a cost that grew with
+        # the histories (replay rate down 40% over a 30-day stream)
+        size = 8 * ROW
+        head_b = memoryview(head.tobytes())
+        run_b = memoryview(run_rows.tobytes())
+        fraud_b = memoryview(fraud.tobytes())
+        f_first = (np.cumsum(f_rows) - f_rows).tolist()
+        pad = b" " * size
+        out: list[bytes] = []
+        add = out.append
+        join = b"".join
+        for g, (raw, d, k, r, n, fa, fn, sv) in enumerate(
+            zip(
+                rec.raws,
+                d_s.tolist(),
+                ks.tolist(),
+                r_off.tolist(),
+                nb.tolist(),
+                f_first,
+                f_rows.tolist(),
+                seen,
+                strict=True,
+            )
+        ):
+            a = (2 + d) * size  # the record's bucket 0 is its row 2
+            parts = [
+                head_b[2 * g * size : (2 * g + 2) * size],
+                memoryview(raw)[a : a + k * size],
+                run_b[r * size : (r + n) * size],
+            ]
+            if fn:
+                parts.append(fraud_b[fa * size : (fa + fn) * size])
+            if sv:
+                parts.append(sv)
+                parts.append(pad[: -len(sv) % size])
+            add(join(parts))
+        return out
 
 
 def evaluate(
