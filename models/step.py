@@ -36,7 +36,7 @@ from fraudstream.models.decide import Decider
 from fraudstream.models.drift import DriftConfig, DriftMonitor
 from fraudstream.models.serving import CanaryGuard, CanaryPolicy, Change, ModelSet
 from fraudstream.schema import ALERT_SCHEMA_VERSION, AlertRecord
-from fraudstream.state.base import EpochStore
+from fraudstream.state.base import EpochStore, json_value
 from fraudstream.state.decisions import DecisionStore
 from fraudstream.state.features import FeatureSet
 
@@ -348,7 +348,7 @@ class DecisionStep:
         monitor = self.monitor
         if monitor is not None:
             data = monitor.to_bytes()
-            updates[_DRIFT] = orjson.dumps(
+            updates[_DRIFT] = json_value(
                 {
                     "champion": monitor.champion_version,
                     "challenger": monitor.challenger_version,
@@ -359,7 +359,7 @@ class DecisionStep:
         else:
             updates[_DRIFT] = None
         guard = self.guard
-        updates[_GUARD] = None if guard is None else orjson.dumps(guard.to_state())
+        updates[_GUARD] = None if guard is None else json_value(guard.to_state())
         keys = list(updates)
         before = dict(zip(keys, self.store.get_many(keys), strict=True))
         self.store.write(updates, before)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from fraudstream.state.base import EpochStore
+from fraudstream.state.base import EpochStore, json_value
 from fraudstream.state.features import DAY_MS
 
 __all__ = ["DECISIONS_FORMAT", "DecisionStore"]
@@ -71,7 +71,7 @@ class DecisionStore:
         for day in sorted(queued):
             qkey = b"%s%010d\x00%012d" % (_QUEUE, day, self._seq)
             self._seq += 1
-            updates[qkey] = orjson.dumps(queued[day])
+            updates[qkey] = json_value(queued[day])
             before[qkey] = None
         updates[_META_SEQ] = b"%d" % self._seq
         self.store.write(updates, before)

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from fraudstream.schema import OPTIONAL_FIELDS, Transaction
-from fraudstream.state.base import EpochStore
+from fraudstream.state.base import EpochStore, json_value
 from fraudstream.state.features import DAY_MS
 
 __all__ = ["INDEX_FORMAT", "IndexStats", "TxIndex", "digest"]
@@ -106,7 +106,7 @@ class TxIndex:
         """Write every record changed in the batch (and ``extra`` keys) atomically."""
         updates = self._updates
         for key in self._dirty:
-            updates[key] = orjson.dumps(self._entries[key])
+            updates[key] = json_value(self._entries[key])
         if self._queued:
             before = self._before
             if _META_SEQ not in before:
@@ -115,7 +115,7 @@ class TxIndex:
                 qkey = b"%s%010d\x00%012d" % (QUEUE_PREFIX, day, self._seq)
                 self._seq += 1
                 before[qkey] = None
-                updates[qkey] = orjson.dumps(self._queued[day])
+                updates[qkey] = json_value(self._queued[day])
             updates[_META_SEQ] = b"%d" % self._seq
         if extra:
             missing = [k for k in extra if k not in self._before]
