@@ -145,10 +145,12 @@ def kafka_order(
 
 #: Records per state step in a replay. Features do not depend on batch boundaries (the live
 #: flow's batches vary), so a replay takes large ones: the columnar state step costs a fixed
-#: number of numpy calls per batch plus a rewrite of every touched entity's record, and an entity
-#: touched once per 16k records is rewritten far less often than once per 256 (replay of the
-#: default set 1.3-1.4x faster in interleaved runs; benchmarks/README.md).
-REPLAY_BATCH = 16_384
+#: number of numpy calls per batch plus one copy of every touched entity's record, so the copy
+#: costs about (history span / batch span) rows per event: a hot entity (a terminal) is touched
+#: by every batch and its record holds the whole horizon. 65,536 against 16,384: +32% on a
+#: 1M-event replay of the default set (131,072: +40%, for ~150 MB more at the peak); 16,384
+#: against 256: +30-40% (benchmarks/README.md).
+REPLAY_BATCH = 65_536
 
 
 def replay_features(
