@@ -39,6 +39,7 @@ from fraudstream.broker import EmbeddedBroker, free_port
 from fraudstream.demo import start_sidecar
 from fraudstream.kafka import KafkaSettings, Record, consume, create_topics, produce
 from fraudstream.metrics import INPROCESS, quantiles_from_buckets
+from fraudstream.reader import ReaderConfig
 from fraudstream.simulate import SimConfig, Simulation, generate
 
 Emit = Callable[..., None]
@@ -285,13 +286,17 @@ def bench_throughput(
 # --- kafka_latency_ceiling ----------------------------------------------------------------
 
 
-def _ceiling_consumer(bootstrap: str, n: int, conn: Any) -> None:
+def _ceiling_consumer(bootstrap: str, n: int, conn: Any, fetch_wait_ms: int) -> None:
     """Child process: consume ``n`` records as the flow's source does; send back latencies."""
     from confluent_kafka import Consumer, TopicPartition
 
     settings = KafkaSettings(bootstrap_servers=bootstrap)
     consumer = Consumer(
-        {**settings.confluent_config(), "group.id": "ceiling", "fetch.wait.max.ms": "5"}
+        {
+            **settings.confluent_config(),
+            "group.id": "ceiling",
+            "fetch.wait.max.ms": str(fetch_wait_ms),
+        }
     )
     consumer.assign([TopicPartition("transactions", p, 0) for p in range(4)])
     lat = np.empty(n, dtype=np.float64)
@@ -307,12 +312,18 @@ def _ceiling_consumer(bootstrap: str, n: int, conn: Any) -> None:
     conn.send(lat[:got])
 
 
-def bench_latency_ceiling(emit: Emit, *, rates: tuple[float, ...], seconds: float) -> None:
+def bench_latency_ceiling(
+    emit: Emit,
+    *,
+    rates: tuple[float, ...],
+    seconds: float,
+    fetch_wait_ms: int = ReaderConfig.fetch_wait_ms,
+) -> None:
     """The broker path alone: produce at a rate, consume as the flow does, no processing.
 
     Same producer as ``e2e_latency`` (aiokafka, ``linger_ms=0``, in this process) and, in a
     separate process like the sidecar, the flow source's client and settings (confluent-kafka,
-    ``fetch.wait.max.ms=5``, manual assign, ``consume(1000, 0.001)``); latency = receive time -
+    ``fetch.wait.max.ms`` as the reader sets it, manual assign, ``consume(1000, 0.001)``); latency = receive time -
     the record's producer timestamp.
     """
     import multiprocessing
@@ -329,7 +340,8 @@ def bench_latency_ceiling(emit: Emit, *, rates: tuple[float, ...], seconds: floa
                 create_topics(settings, TOPICS)
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
-                    target=_ceiling_consumer, args=(broker.bootstrap_servers, n, child)
+                    target=_ceiling_consumer,
+                    args=(broker.bootstrap_servers, n, child, fetch_wait_ms),
                 )
                 proc.start()
                 try:
@@ -354,6 +366,7 @@ def bench_latency_ceiling(emit: Emit, *, rates: tuple[float, ...], seconds: floa
             p50_ms=round(float(p50), 1),
             p99_ms=round(float(p99), 1),
             p999_ms=round(float(p999), 1),
+            fetch_wait_ms=fetch_wait_ms,
             unit="ms",
             note="broker path only: producer timestamp -> receive in a separate consumer process",
         )
