@@ -323,8 +323,8 @@ def bench_latency_ceiling(
 
     Same producer as ``e2e_latency`` (aiokafka, ``linger_ms=0``, in this process) and, in a
     separate process like the sidecar, the flow source's client and settings (confluent-kafka,
-    ``fetch.wait.max.ms`` as the reader sets it, manual assign, ``consume(1000, 0.001)``); latency = receive time -
-    the record's producer timestamp.
+    ``fetch.wait.max.ms`` as the reader sets it, manual assign, ``consume(1000, 0.001)``);
+    latency = receive time - the record's producer timestamp.
     """
     import multiprocessing
 

@@ -110,7 +110,7 @@ class FlowConfig:
     batch_size: int = 1000
     limits: Limits = field(default_factory=Limits)
     keep_epochs: int = 8
-    fetch_wait_ms: int = 5
+    fetch_wait_ms: int = 100
     consumer_overrides: dict[str, str] = field(default_factory=dict)  # librdkafka, merged last
     # A caught-up partition holds the merge back at most this long (see fraudstream.reader).
     idle_grace_ms: int = 200

@@ -1186,9 +1186,10 @@ def _run_parser(subs: Any) -> None:
     p.add_argument(
         "--fetch-wait-ms",
         type=Typed(int, ge=0),
-        default=5,
-        help="longest a fetch waits for data (librdkafka fetch.wait.max.ms); brokers that "
-        "answer slowly from their storage need more (Tansu on s3: 100)",
+        default=100,
+        help="longest a fetch waits for data (librdkafka fetch.wait.max.ms; a Kafka broker "
+        "answers as soon as it has data, so this only bounds idle waits); brokers that answer "
+        "slowly from their storage need more (Tansu on s3: 500)",
     )
     p.add_argument(
         "--canary-share",

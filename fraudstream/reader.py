@@ -9,14 +9,14 @@ source (:mod:`fraudstream.flows.source`); replays of Kafka topics call it in a l
 What it does about the broker, per partition:
 
 * **caught up** (next offset at the high watermark of the last fetch): in a tailing run the
-  partition's floor is raised to ``t - idle_grace_ms``, where ``t`` is the last time its broker
-  was heard from (librdkafka's statistics, every 100 ms: with a 5 ms fetch wait a live broker
-  answers continuously). A quiet partition thus holds the others back by at most the grace
+  partition's floor is raised to ``t - idle_grace_ms``, where ``t`` is the last time its broker was
+  heard from (librdkafka's statistics, every 100 ms: with the 100 ms fetch wait a live broker
+  answers at least that often). A quiet partition thus holds the others back by at most the grace
   period, and a network cut or broker outage freezes the floors (and holds them one more grace
   period after contact resumes) instead of letting them run ahead of records that producers could
   not deliver meanwhile. A record that reaches a caught-up partition more than the grace period
-  after its timestamp is *late* (``fraudstream_input_late_records``); its position then depends
-  on timing. A bounded run (``tail=False``) ends each partition at its end instead.
+  after its timestamp is *late* (``fraudstream_input_late_records``); its position then depends on
+  timing. A bounded run (``tail=False``) ends each partition at its end instead.
 * **ahead** of the release watermark with a full buffer: paused (backpressure), resumed later.
 * **offset beyond the log end** (broker lost its data, topic recreated) or before its start:
   ``offset_policy="fail"`` stops reading that partition, logs an error every 30 s and marks the
@@ -89,7 +89,7 @@ class ReaderConfig:
     offset_policy: OffsetPolicy = "fail"
     max_buffered: int = 20_000
     limits: Limits = field(default_factory=Limits)
-    fetch_wait_ms: int = 5
+    fetch_wait_ms: int = 100
     consumer_overrides: Mapping[str, str] = field(default_factory=dict)
     clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000, repr=False)
 
