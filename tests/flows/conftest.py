@@ -58,9 +58,11 @@ DAY_MS = 86_400_000
 SMALL_FETCHES = {"max.partition.fetch.bytes": "8192"}
 
 
-def sidecar_argv(servers: str, registry, tmp: Path, t: Topics, *extra: str) -> list[str]:
-    """``fraudstream run`` on ``t``'s topics with 4 state partitions, state and recovery
-    directories under ``tmp``; ``extra`` flags go last."""
+def sidecar_argv(
+    servers: str, registry, tmp: Path, t: Topics, *extra: str, partitions: int = 4
+) -> list[str]:
+    """``fraudstream run`` on ``t``'s topics with ``partitions`` state partitions, state and
+    recovery directories under ``tmp``; ``extra`` flags go last."""
     return [
         sys.executable,
         "-m",
@@ -75,7 +77,7 @@ def sidecar_argv(servers: str, registry, tmp: Path, t: Topics, *extra: str) -> l
         "--recovery-dir",
         str(tmp / "recovery"),
         "--partitions",
-        "4",
+        str(partitions),
         "--transactions-topic",
         t.transactions,
         "--labels-topic",

@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -30,7 +29,10 @@ import yaml
 from fraudstream.broker import free_port
 from fraudstream.flows.scoring import Topics
 from fraudstream.kafka import KafkaSettings, create_topics
-from tests.flows.conftest import registry  # noqa: F401  (the small trained champion)
+from tests.flows.conftest import (
+    registry,  # noqa: F401  (the small trained champion)
+    sidecar_argv,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -249,34 +251,17 @@ def start_sidecar(settings: KafkaSettings, registry_dir: Path, workdir: Path, t:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port("127.0.0.1")
     log = workdir / "sidecar.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "fraudstream",
-        "run",
-        "--bootstrap-servers",
+    argv = sidecar_argv(
         settings.bootstrap_servers,
-        "--registry",
-        str(registry_dir),
-        "--state-dir",
-        str(workdir / "state"),
-        "--recovery-dir",
-        str(workdir / "recovery"),
-        "--partitions",
-        "2",
+        registry_dir,
+        workdir,
+        t,
         "--epoch-interval",
         "0.5",
-        "--transactions-topic",
-        t.transactions,
-        "--labels-topic",
-        t.labels,
-        "--decisions-topic",
-        t.decisions,
-        "--alerts-topic",
-        t.alerts,
         "--metrics-port",
         str(port),
-    ]
+        partitions=2,
+    )
     with log.open("wb") as err:
         process = subprocess.Popen(argv, stderr=err, stdout=subprocess.DEVNULL)
     sidecar = Sidecar(process, port, t, log)
