@@ -583,7 +583,9 @@ def _run_local_cluster(args: argparse.Namespace) -> int:
     with dir_locks(dirs) as fds:
         if not args.no_recovery:
             ensure_recovery_dir(Path(args.recovery_dir))
-        addrs = ",".join(f"127.0.0.1:{free_port('127.0.0.1')}" for _ in range(args.processes))
+        # consecutive ports from one call: separate calls could return the same port twice
+        first = free_port("127.0.0.1", count=args.processes)
+        addrs = ",".join(f"127.0.0.1:{first + i}" for i in range(args.processes))
         env = {**os.environ, LOCKS_HELD_ENV: "1"}
         children = [
             subprocess.Popen(
