@@ -12,6 +12,13 @@ idle entities are swept once per day of event time, like the flow does.
   flush, and after a full compaction).
 * ``state_hot_entity``: one terminal receiving every event (accounts random among 10k) over its
   30-day window: events/s and the terminal's final record size (bounded by ``max_buckets``).
+* ``state_batch_size``: the live flow's whole state stage at the batch sizes a tailing sidecar
+  sees (16, 64, 512 transactions per poll): ``Ingest`` (clock, index, split) and 16 state
+  partitions, each writing its changed histories through after every batch as the flow does, on
+  the simulator's stream (2,000 customers, 30 days). Microseconds per event by stage, measured
+  after the first third of the stream (histories warm). Light traffic means small batches, and
+  small batches take the per-op path (``columnar_min_ops``): this is the cost behind the latency
+  at 2,000 ev/s.
 
 Each case runs in a fresh subprocess (``python -m benchmarks.state_bench --case ...``) so RSS is
 that case's alone.
@@ -231,6 +238,77 @@ def case_hot(events: int) -> dict[str, Any]:
     }
 
 
+def case_batch_size(batch: int, events: int, partitions: int = 16) -> dict[str, Any]:
+    from fraudstream.schema import Limits, parse_transaction
+    from fraudstream.simulate import SimConfig, generate
+    from fraudstream.state.ingest import Ingest
+    from fraudstream.state.ops import partitions_of
+
+    fs = get_feature_set("default")
+    sim = generate(SimConfig(seed=12, n_customers=2000, days=30))
+    limits = Limits()
+    txs = [
+        parse_transaction(orjson.dumps(tx), now_ms=tx["event_time_ms"], limits=limits)
+        for tx in sim.transactions[:events]
+    ]
+    assert all(isinstance(tx, Transaction) for tx in txs)
+    warm = len(txs) // 3
+    with tempfile.TemporaryDirectory(prefix="fraudstream-state-bench-") as tmp:
+        ingest = Ingest(fs, EpochStore(RocksKV(Path(tmp) / "ingest"), resume_epoch=None))
+        stores = [
+            EpochStore(RocksKV(Path(tmp) / f"p{p:04d}"), resume_epoch=None)
+            for p in range(partitions)
+        ]
+        parts = [
+            EntityPartition(fs, store, sweep_every_ms=DAY_MS, keep_decoded=False)
+            for store in stores
+        ]
+        t_ingest = t_state = 0.0
+        measured = 0
+        per_batch: list[float] = []
+        last_commit = time.perf_counter()
+        for i in range(0, len(txs), batch):
+            chunk = txs[i : i + batch]
+            t0 = time.perf_counter()
+            ops = ingest.process(chunk).batch  # type: ignore[arg-type]
+            t1 = time.perf_counter()
+            if len(ops):  # routed as the flow routes them (flows/scoring.py)
+                where = partitions_of(ops.entity, partitions)
+                order = np.argsort(where, kind="stable")
+                counts = np.bincount(where, minlength=partitions)
+                for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist())):
+                    if len(idx):
+                        parts[p].process(ops.take(idx))
+                        parts[p].flush()
+            t2 = time.perf_counter()
+            if i >= warm:
+                t_ingest += t1 - t0
+                t_state += t2 - t1
+                measured += len(chunk)
+                per_batch.append(t2 - t0)
+            if t2 - last_commit >= EPOCH_S:
+                ingest.store.commit_epoch()
+                for part in parts:
+                    part.flush()
+                    part.store.commit_epoch()
+                last_commit = time.perf_counter()
+        for store in [ingest.store, *stores]:
+            store.close()
+    return {
+        "benchmark": "state_batch_size",
+        "batch": batch,
+        "partitions": partitions,
+        "events": measured,
+        "value": round(measured / (t_ingest + t_state)),
+        "unit": "events/s",
+        "ingest_us_per_event": round(1e6 * t_ingest / measured, 1),
+        "entities_us_per_event": round(1e6 * t_state / measured, 1),
+        "batch_ms_p50": round(1e3 * float(np.median(per_batch)), 2),
+        "note": "Ingest + 16 state partitions writing through after every batch (the flow's "
+        "state stage), simulator stream of 2,000 customers; last two thirds of the events",
+    }
+
+
 def _subprocess(args: list[str], timeout_s: float) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.state_bench", *args],
@@ -261,16 +339,22 @@ def run(emit: Emit, *, entities: tuple[int, ...], hot_events: int, quick: bool) 
     for n in entities:
         emit(**_subprocess(["--case", "entities", "--n", str(n)], timeout_s=3600))
     emit(**_subprocess(["--case", "hot", "--n", str(hot_events)], timeout_s=3600))
+    for batch in (16, 64, 512):
+        events = 12_000 if quick else 60_000
+        emit(**_subprocess(["--case", "batch", "--n", str(events), "--batch", str(batch)], 3600))
 
 
 def main() -> None:
     tune_gc()  # this process stands for a flow process, which tunes its collector the same way
     parser = argparse.ArgumentParser(description="one state benchmark case (prints a JSON row)")
-    parser.add_argument("--case", choices=("entities", "hot"), required=True)
-    parser.add_argument("--n", type=int, required=True, help="accounts, or hot-entity events")
+    parser.add_argument("--case", choices=("entities", "hot", "batch"), required=True)
+    parser.add_argument("--n", type=int, required=True, help="accounts, or events")
+    parser.add_argument("--batch", type=int, default=64, help="batch: transactions per batch")
     args = parser.parse_args()
     if args.case == "entities":
         row = case_entities(args.n, events_for(args.n))
+    elif args.case == "batch":
+        row = case_batch_size(args.batch, args.n)
     else:
         row = case_hot(args.n)
     print(orjson.dumps(row).decode(), flush=True)
