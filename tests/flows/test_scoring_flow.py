@@ -65,3 +65,43 @@ def test_every_good_event_decided_once_every_bad_one_dead_lettered(
         assert int(headers["dlq.offset"]) >= 0
     label_dlq = consume(kafka_settings, t.labels_dlq)
     assert [r.value for r in label_dlq] == [b"not a label"]
+
+
+def _entity_records(state_dir) -> dict[bytes, bytes]:
+    from fraudstream.state.kernel import ENTITY_PREFIX
+    from fraudstream.state.rocksdb import RocksKV
+
+    out: dict[bytes, bytes] = {}
+    for path in sorted((state_dir / "entities").iterdir()):
+        kv = RocksKV(path)
+        try:
+            out.update(kv.iter_prefix(ENTITY_PREFIX))
+        finally:
+            kv.close()
+    return out
+
+
+def test_held_back_state_writes_reach_the_store_when_the_input_ends(
+    kafka_settings, topics, flow_config, tmp_path
+):
+    """Histories are written behind (``state_write_behind_ms``): whatever was held back is
+    written by the snapshot that ends the run, so the store ends as writing after every batch
+    leaves it."""
+    import dataclasses
+
+    from fraudstream.flows.scoring import close_stores
+
+    t = topics(tx_partitions=2)
+    sim = recent_stream(seed=5, customers=60, days=2, days_ago=10)
+    produce(kafka_settings, t.transactions, sim.transactions, key=lambda r: r["account_id"])
+    stores = {}
+    for write_behind_ms in (0, 3_600_000):  # every batch; never during the run
+        cfg = dataclasses.replace(
+            flow_config(t, tmp_path / f"state-{write_behind_ms}", batch_size=50),
+            state_write_behind_ms=write_behind_ms,
+        )
+        run_flow(cfg, recovery_dir=None)
+        close_stores()
+        stores[write_behind_ms] = _entity_records(cfg.state_dir)
+    assert len(stores[0]) >= len({tx["account_id"] for tx in sim.transactions})
+    assert stores[3_600_000] == stores[0]
