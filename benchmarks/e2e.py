@@ -5,8 +5,9 @@
   ``decided_at_ms`` on ``decisions``, plus the wall time including start-up.
 * ``e2e_latency``: the sidecar tailing (one process), a rate-controlled producer;
   ``decided_at_ms - ingested_at_ms`` (the record's producer timestamp) per decision, and the
-  sidecar's own in-process latency (poll -> decision handed to the producer, by stage: queue,
-  state, scoring, sink), read from its ``/metrics`` before and after each phase.
+  sidecar's own in-process latency (record handed to the reader -> decision handed to the
+  producer, by stage: merge, queue, state, scoring, sink), read from its ``/metrics`` before and
+  after each phase.
 * ``e2e_challenger_cost``: the throughput drain (one process) with the champion alone and with
   the champion plus the online River challenger in shadow, runs alternated; the fraction of
   throughput the challenger costs (budget 0.15).
@@ -448,7 +449,7 @@ def bench_latency(
                         inprocess_ms={k: v for k, v in stages.items()},
                         unit="ms",
                         note="p99 of decided_at_ms - ingested_at_ms (producer timestamp); "
-                        "inprocess_ms: p50/p99/p99.9 per stage, poll -> handed to the producer",
+                        "inprocess_ms: p50/p99/p99.9 per stage, reader -> handed to the producer",
                     )
             finally:
                 _stop(proc)

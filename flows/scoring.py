@@ -300,7 +300,8 @@ class _IngestLogic(StatefulBatchLogic):
         ).tolist()
         next_tx = 0
         items: list[Any] = []
-        timing: list[tuple[str, float]] = []  # (tx_id, polled) of the new transactions
+        # (tx_id, polled, received) of the new transactions
+        timing: list[tuple[str, float, float]] = []
         for ev in result.events:
             kind = ev[0]
             if kind == EV_TX:
@@ -318,7 +319,7 @@ class _IngestLogic(StatefulBatchLogic):
                     "raw": rec.raw,
                 }
                 items.append(("tx", tx.tx_id, meta, base[next_tx], ev[2], ev[3]))
-                timing.append((tx.tx_id, polled[ev[1]]))
+                timing.append((tx.tx_id, polled[ev[1]], rec.received_s))
                 next_tx += 1
             elif kind == EV_DUPLICATE:
                 rec = recs[ev[1]]
@@ -444,9 +445,9 @@ class _DecideLogic(StatefulBatchLogic):
             queue=resume.get("queue", ()),
         )
         self._models: set[tuple[str, str, str]] = set()
-        # (polled, ingest started) per transaction not decided yet, for INPROCESS; not kept in
-        # snapshots (a resumed queue's transactions are not timed)
-        self._timing: dict[str, tuple[float, float]] = {}
+        # (polled, ingest started, received) per transaction not decided yet, for INPROCESS;
+        # not kept in snapshots (a resumed queue's transactions are not timed)
+        self._timing: dict[str, tuple[float, float, float]] = {}
 
     def _unwrap(self, value: tuple[Any, ...]) -> tuple[Any, ...]:
         """Ingest items lose their timing (kept here), entity blocks become the step's parts."""
@@ -454,7 +455,7 @@ class _DecideLogic(StatefulBatchLogic):
             return _parts(value)
         if value[0] == "items" and len(value) == 3:
             ingest_s, timing = value[2]
-            self._timing.update((tx_id, (polled, ingest_s)) for tx_id, polled in timing)
+            self._timing.update((tx, (polled, ingest_s, got)) for tx, polled, got in timing)
             return value[:2]
         return value
 
@@ -471,7 +472,7 @@ class _DecideLogic(StatefulBatchLogic):
         now = cfg.clock_ms()
         decided = time.time()
         timing = self._timing
-        stages: list[tuple[float, float]] = []  # (polled, ingest started) of timed decisions
+        stages: list[tuple[float, float, float]] = []  # _timing's of the timed decisions
         dlq = cfg.topics.transactions_dlq
         for _, tx_id, record, action, ingest_ms, stage in out.decisions:
             t = timing.pop(tx_id, None) if action is not None else None
@@ -479,7 +480,7 @@ class _DecideLogic(StatefulBatchLogic):
                 msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq))
             else:
                 stages.append(t)
-                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq, t[0], decided))
+                msgs.append(OutMessage(topic, tx_id.encode(), record, (), dlq, t[2], decided))
             if action is not None:
                 actions[(action, stage)] += 1
                 if ingest_ms > 0:
@@ -488,7 +489,8 @@ class _DecideLogic(StatefulBatchLogic):
             waiting = decider.waiting
             self._timing = {k: v for k, v in timing.items() if k in waiting}
         if stages:
-            polled_s, ingest_s = np.asarray(stages).T
+            polled_s, ingest_s, received_s = np.asarray(stages).T
+            INPROCESS.observe_many("merge", np.maximum(0.0, polled_s - received_s))
             INPROCESS.observe_many("queue", np.maximum(0.0, ingest_s - polled_s))
             INPROCESS.observe_many("state", np.maximum(0.0, started - ingest_s))
             INPROCESS.observe_many("scoring", np.full(len(stages), max(0.0, decided - started)))

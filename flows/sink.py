@@ -46,8 +46,9 @@ class OutMessage(NamedTuple):
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
     dead_letter_topic: str | None = None  # where a refused decision goes
-    # a decision's in-process timing (time.time()): its record's poll, the decision; 0: untimed
-    polled_s: float = 0.0
+    # a decision's in-process timing (time.time()): its record's arrival at the reader, the
+    # decision; 0: untimed
+    received_s: float = 0.0
     decided_s: float = 0.0
 
 
@@ -147,11 +148,11 @@ class _Part(StatefulSinkPartition[OutMessage, None]):
         for msg in values:
             self._produce(msg)
         handed = time.time()
-        timed = [(m.polled_s, m.decided_s) for m in values if m.decided_s]
+        timed = [(m.received_s, m.decided_s) for m in values if m.decided_s]
         if timed:
-            polled, decided = np.asarray(timed).T
+            received, decided = np.asarray(timed).T
             INPROCESS.observe_many("sink", np.maximum(0.0, handed - decided))
-            INPROCESS.observe_many("total", np.maximum(0.0, handed - polled))
+            INPROCESS.observe_many("total", np.maximum(0.0, handed - received))
         self.producer.poll(0)
 
     def snapshot(self) -> None:

@@ -227,16 +227,19 @@ def quantiles_from_buckets(
     return out
 
 
-# From the poll that read a record to the moment its decision is handed to the producer, in
-# this process, split into where the time went: ``queue`` (polled -> the ingest step starts on
-# it), ``state`` (ingest, entity partitions, waiting for every part), ``scoring`` (the decision
-# step's batch: models, records, decision store), ``sink`` (-> handed to the Kafka producer);
-# ``total`` is their sum. Broker and network time are outside: see LATENCY.
+# From the Kafka client handing a record to the reader to the moment its decision is handed to
+# the producer, in this process, split into where the time went: ``merge`` (the order merge holds
+# it until every partition has passed its timestamp: the price of a deterministic order),
+# ``queue`` (released by the poll -> the ingest step starts on it), ``state`` (ingest, entity
+# partitions, waiting for every part), ``scoring`` (the decision step's batch: models, records,
+# decision store), ``sink`` (-> handed to the Kafka producer); ``total`` is their sum. Broker and
+# network time, and time in the client's own queue, are outside: see LATENCY.
 _LATENCY_BUCKETS = tuple(float(f"{b:.3g}") for b in np.geomspace(0.0005, 30.0, 49))
 INPROCESS = StageHistogram(
     "fraudstream_inprocess_latency_seconds",
-    "From the poll that read a transaction to its decision handed to the producer, by stage",
-    ("queue", "state", "scoring", "sink", "total"),
+    "From the client handing a transaction to the reader to its decision handed to the "
+    "producer, by stage",
+    ("merge", "queue", "state", "scoring", "sink", "total"),
     _LATENCY_BUCKETS,
 )
 REGISTRY.register(INPROCESS)

@@ -73,6 +73,9 @@ class Received(NamedTuple):
     timestamp_ms: int
     key: bytes | None
     raw: bytes | None
+    # time.time() when the client handed it to the reader: the order merge holds it from then
+    # until every partition has passed it (fraudstream_inprocess_latency_seconds{stage="merge"})
+    received_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,6 +230,7 @@ class OrderedReader:
         if time.monotonic() >= self._next_metadata:
             self._discover()
         msgs = self.consumer.consume(cfg.batch_size, 0.001)
+        received = time.time()
         wall = cfg.clock_ms()
         merger = self.merger
         for msg in msgs:
@@ -238,7 +242,7 @@ class OrderedReader:
                 continue
             if q is None or q in self._blocked:
                 continue
-            self._push(q, msg, wall)
+            self._push(q, msg, wall, received)
         self._check_partitions(wall)
         out = [item for _, item in merger.ready()]
         # a partition held by the offset policy is reported unready, not as a stall
@@ -250,7 +254,7 @@ class OrderedReader:
             raise StopIteration
         return out
 
-    def _push(self, q: int, msg: Any, wall: int) -> None:
+    def _push(self, q: int, msg: Any, wall: int, received: float) -> None:
         cfg = self.cfg
         ts_type, ts = msg.timestamp()
         ts = ts if ts_type and ts is not None and ts >= 0 else None
@@ -273,7 +277,7 @@ class OrderedReader:
             order_ts = wall + cfg.idle_grace_ms  # a producer clock far ahead must not stall us
             INPUT.future_capped.inc()
         item = Received(
-            rk, value, msg.topic(), msg.partition(), msg.offset(), ts or 0, msg.key(), raw
+            rk, value, msg.topic(), msg.partition(), msg.offset(), ts or 0, msg.key(), raw, received
         )
         self.merger.push(q, msg.offset(), order_ts, time_ms, item)
 

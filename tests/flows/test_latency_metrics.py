@@ -23,7 +23,7 @@ def test_each_decision_is_timed_once_and_the_stages_add_up(
     per_stage = dict(zip(INPROCESS.stages, counts.sum(axis=1).tolist(), strict=True))
     assert set(per_stage.values()) == {len(sim.transactions)}, per_stage
     parts = dict(zip(INPROCESS.stages, sums.tolist(), strict=True))
-    stage_sum = parts["queue"] + parts["state"] + parts["scoring"] + parts["sink"]
+    stage_sum = sum(parts[s] for s in ("merge", "queue", "state", "scoring", "sink"))
     assert abs(stage_sum - parts["total"]) < 1e-3 * len(sim.transactions)
     assert parts["total"] > 0
     exported = {
