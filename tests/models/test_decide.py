@@ -220,3 +220,56 @@ def test_action_policy():
     assert action_policy(np.array([0.1, 0.5, 0.95]), THRESHOLDS) == ["approve", "review", "decline"]
     with pytest.raises(ValueError):
         action_policy(np.array([np.nan]), THRESHOLDS)
+
+
+def test_labelled_rows_are_scored_for_monitoring_as_each_row_alone(champion):
+    """Static models score a drain's labelled rows in one call, online ones one label at a time
+    before learning it; either way each row's score is the one it gets scored alone."""
+    items, parts = _stream(40, learn_every=4)
+    online = OnlineLogistic(FS.feature_names, seed=3)
+    reference = copy.deepcopy(online)
+    decider = _decider(champion, online=online)
+    rng = random.Random(5)
+    shuffled = list(parts)
+    rng.shuffle(shuffled)
+    decider.push(items)
+    decider.push([("parts", shuffled, [])])
+    out = decider.drain()
+    seen = decider.stats.labels
+    rows = {d["tx_id"]: d["features"] for d in (orjson.loads(o[2]) for o in out)}
+    learns = [item for item in items if item[0] == "learn"]
+    assert len(seen) == len(learns) > 5
+    for (_, label_ms, label, scores), item in zip(seen, learns, strict=True):
+        row = np.asarray([rows[item[1]]])
+        assert (label_ms, label) == (item[3], item[2])
+        assert scores["v0001"] == float(champion.score_many(row)[0])
+        assert scores["v0002"] == float(reference.score_many(row)[0])
+        reference.learn_many(row, np.asarray([label]))
+
+
+class _FailsOnBatches:
+    """A champion that refuses batches of more than one row (a model's own limit)."""
+
+    learns_online = False
+
+    def __init__(self, inner: XGBChampion) -> None:
+        self.inner = inner
+        self.feature_names = inner.feature_names
+
+    def score_many(self, X):
+        if len(X) > 1:
+            raise ValueError("one row at a time")
+        return self.inner.score_many(X)
+
+
+def test_a_static_model_failing_on_the_labels_batch_is_scored_row_by_row(champion):
+    items, parts = _stream(12, learn_every=4)
+    decider = _decider(_FailsOnBatches(champion))
+    decider.push(items)
+    decider.push([("parts", parts, [])])
+    out = decider.drain()
+    rows = {d["tx_id"]: d["features"] for d in (orjson.loads(o[2]) for o in out)}
+    learns = [item for item in items if item[0] == "learn"]
+    assert len(decider.stats.labels) == len(learns) > 1
+    for (_, _, _, scores), item in zip(decider.stats.labels, learns, strict=True):
+        assert scores["v0001"] == float(champion.score_many(np.asarray([rows[item[1]]]))[0])
