@@ -29,7 +29,14 @@ import orjson
 from fraudstream.state.base import EpochStore
 from fraudstream.state.columnar import Plan, Records, Rewrite, _SpanError, evaluate
 from fraudstream.state.features import FeatureSet
-from fraudstream.state.history import HISTORY_FORMAT, History, decode, encode, newest_event_ms
+from fraudstream.state.history import (
+    HISTORY_FORMAT,
+    History,
+    InPlace,
+    decode,
+    encode,
+    newest_event_ms,
+)
 from fraudstream.state.kernel import ENTITY_PREFIX, Kernel
 from fraudstream.state.ops import OP_TX, OpBatch
 
@@ -77,6 +84,7 @@ class PartitionStats:
     cache_misses: int = 0
     columnar_fallbacks: int = 0
     columnar_ops: int = 0
+    in_place_ops: int = 0  # per-op path ops applied to a record in place (InPlace)
 
 
 Block = tuple[int, np.ndarray, np.ndarray]
@@ -419,7 +427,9 @@ class EntityPartition:
         kernels = self.kernels
         cache = self._cache
         op_keys = [kernels[op[1]].key_prefix + op[2].encode() for op in ops]
-        hist: dict[bytes, History] = cache if self.keep_decoded else {}
+        # Encoded cache: records are read in place where they can be (InPlace: no decode, no
+        # encode; measured ~6 us per entity and batch saved), decoded where they cannot.
+        hist: dict[bytes, Any] = cache if self.keep_decoded else {}
         missing = []
         unique = dict.fromkeys(op_keys)
         for key in unique:
@@ -429,16 +439,20 @@ class EntityPartition:
             else:
                 cache[key] = value  # most recently used last
                 if not self.keep_decoded:
-                    hist[key] = decode(value)
+                    hist[key] = InPlace.open(value) or decode(value)
         self.stats.cache_misses += len(missing)
         self.stats.cache_hits += len(unique) - len(missing)
         if missing:
             stored = self._stored
             for key, raw in zip(missing, self.store.get_many(missing), strict=True):
-                hist[key] = decode(raw) if raw is not None else History()
+                if self.keep_decoded:
+                    hist[key] = decode(raw) if raw is not None else History()
+                else:
+                    hist[key] = InPlace.open(_EMPTY if raw is None else raw) or decode(raw)
                 if stored is not None:
                     stored[key] = raw
         applied_before = len(rows)
+        in_place = 0
         res, horizon, horizon_ms = self.res, self.horizon, self.horizon_ms
         max_buckets = self.max_buckets
         stats = self.stats
@@ -451,6 +465,10 @@ class EntityPartition:
                 else:
                     t_ms, clock_ms = op[3], op[6]
                 t = t_ms // res
+                if type(h) is InPlace and (
+                    op[0] != OP_TX or novelty or not h.takes(t, max_buckets)
+                ):
+                    h = hist[key] = h.history()
                 ref = t if t > h.max_t else h.max_t
                 clock = clock_ms // res
                 if clock < ref:
@@ -470,7 +488,9 @@ class EntityPartition:
                     h.add(t, amount)
                     if t_ms > h.last_ms:
                         h.last_ms = t_ms
-                    if len(h.times) > max_buckets:
+                    if type(h) is InPlace:
+                        in_place += 1
+                    elif len(h.times) > max_buckets:
                         h.coarsen(max_buckets, self.units_per_s, clock)
                     rows.append((positions[n], op[1], values))
                 else:  # OP_FRAUD
@@ -486,11 +506,12 @@ class EntityPartition:
                 if not self.keep_decoded:
                     hist[key] = self._rebuild(key, ops, op_keys, n)
         stats.tx_ops += len(rows) - applied_before
+        stats.in_place_ops += in_place
         if self.keep_decoded:
             self._dirty.update(op_keys)
         else:
             for key, h in hist.items():
-                cache[key] = encode(h)
+                cache[key] = h.encode() if type(h) is InPlace else encode(h)
             self._dirty.update(hist)
 
     def _rebuild(

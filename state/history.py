@@ -29,7 +29,7 @@ from bisect import bisect_right
 import numpy as np
 import orjson
 
-__all__ = ["HISTORY_FORMAT", "History", "decode", "encode"]
+__all__ = ["HISTORY_FORMAT", "History", "InPlace", "decode", "encode"]
 
 # Format 4: rows of 7 8-byte words, so that a batch of records joined end to end is one
 # (rows x 7) array and a record's surviving buckets are one contiguous block of rows
@@ -331,6 +331,128 @@ def decode(raw: bytes) -> History:
         h.f_time, h.f_label_ms, h.f_delta = array("q"), array("q"), array("q")
     h.seen = orjson.loads(raw[8 * end : 8 * end + seen_len]) if seen_len else {}
     return h
+
+
+_ROW = struct.Struct("<qd5d")  # a bucket row: time, max, the prefix sums after the bucket
+_ROW_BYTES = 8 * ROW
+_NO_FRAUD: tuple[int, ...] = ()
+
+
+class InPlace:
+    """A record without fraud entries or seen values, read where it lies: the per-op path's fast
+    form for the common op (an event at or after the entity's newest bucket).
+
+    ``times``, the prefix sums and ``maxs`` are strided memoryviews over the record's rows (no
+    copy; element access costs what an ``array``'s does), so the window arithmetic
+    (:class:`~fraudstream.state.kernel.Kernel`) reads them as it reads a :class:`History`.
+    :meth:`add` and :meth:`prune` rebuild the rows with the arithmetic of :meth:`History.add` and
+    :meth:`History.prune`, and :meth:`encode` gives the bytes :func:`encode` would give for the
+    same history (``tests/state/test_history_codec.py``). Anything else (an older event, fraud
+    entries, seen values, the bucket budget) goes through :meth:`history`.
+    """
+
+    __slots__ = (
+        "cc",
+        "cq",
+        "cq_lo",
+        "cs",
+        "cs_lo",
+        "last_ms",
+        "max_t",
+        "maxs",
+        "n",
+        "rows",
+        "times",
+    )
+    rows: memoryview | bytes
+    n: int
+    last_ms: int
+    max_t: int
+    times: memoryview[int]
+    maxs: memoryview[float]
+    cc: memoryview[float]
+    cs: memoryview[float]
+    cs_lo: memoryview[float]
+    cq: memoryview[float]
+    cq_lo: memoryview[float]
+    f_time = _NO_FRAUD
+    seen: dict[str, dict[str, int]] = {}  # never written: a record with seen values is not InPlace
+
+    @staticmethod
+    def open(raw: bytes) -> InPlace | None:
+        """The record in place, or None when it holds fraud entries or seen values."""
+        fmt, seen_len, last_ms, max_t, n, nf = _HDR.unpack_from(raw)
+        if fmt != HISTORY_FORMAT:
+            raise ValueError(f"entity record format {fmt}, expected {HISTORY_FORMAT}")
+        if seen_len or nf:
+            return None
+        r = InPlace.__new__(InPlace)
+        r.last_ms, r.max_t = last_ms, max_t
+        r._set(memoryview(raw)[_ROW_BYTES : _ROW_BYTES * (2 + n)], n)
+        return r
+
+    def _set(self, rows: memoryview | bytes, n: int) -> None:
+        """Rows 1..n+1 of a record (the base row, then one row per bucket)."""
+        self.rows, self.n = rows, n
+        q = memoryview(rows).cast("q")
+        d = q.cast("B").cast("d")
+        self.times = q[ROW::ROW]
+        self.maxs = d[ROW + 1 :: ROW]
+        self.cc = d[2::ROW]
+        self.cs = d[3::ROW]
+        self.cs_lo = d[4::ROW]
+        self.cq = d[5::ROW]
+        self.cq_lo = d[6::ROW]
+
+    def takes(self, t: int, max_buckets: int) -> bool:
+        """Whether :meth:`add` can take an event at ``t`` (else use :meth:`history`)."""
+        n = self.n
+        if not n:
+            return max_buckets >= 1
+        last = self.times[n - 1]
+        return t == last or (t > last and n < max_buckets)
+
+    def add(self, t: int, amount: float) -> None:
+        """:meth:`History.add` for an event that :meth:`takes` accepts."""
+        n = self.n
+        a2 = amount * amount
+        cc, cs, cs_lo, cq, cq_lo = self.cc[n], self.cs[n], self.cs_lo[n], self.cq[n], self.cq_lo[n]
+        # TwoSum, inlined as in History.add
+        hi = cs + amount
+        bp = hi - cs
+        s_lo = cs_lo + ((cs - (hi - bp)) + (amount - bp))
+        q_hi = cq + a2
+        bp = q_hi - cq
+        q_lo = cq_lo + ((cq - (q_hi - bp)) + (a2 - bp))
+        rows = self.rows
+        if n and self.times[n - 1] == t:  # the newest bucket grows
+            m = self.maxs[n - 1]
+            row = _ROW.pack(t, amount if amount > m else m, cc + 1.0, hi, s_lo, q_hi, q_lo)
+            self._set(b"".join((rows[: _ROW_BYTES * n], row)), n)
+            return
+        row = _ROW.pack(t, amount, cc + 1.0, hi, s_lo, q_hi, q_lo)
+        self._set(b"".join((rows, row)), n + 1)
+        if t > self.max_t:
+            self.max_t = t
+
+    def prune(self, cutoff: int, cutoff_ms: int) -> None:
+        """:meth:`History.prune` (no fraud entries or seen values to prune)."""
+        times = self.times
+        if self.n and times[0] <= cutoff:
+            k = bisect_right(times, cutoff)
+            rows = self.rows
+            # the prefix sums before bucket k (row k: after bucket k - 1) become the base row
+            base = rows[_ROW_BYTES * k + 16 : _ROW_BYTES * (k + 1)]
+            self._set(b"".join((bytes(16), base, rows[_ROW_BYTES * (k + 1) :])), self.n - k)
+
+    def encode(self) -> bytes:
+        """The record's bytes (those :func:`encode` gives for the same history)."""
+        head = _HDR.pack(HISTORY_FORMAT, 0, self.last_ms, self.max_t, self.n, 0)
+        return b"".join((head, _PAD_HDR, self.rows))
+
+    def history(self) -> History:
+        """The decoded :class:`History` (for what the in-place form does not do)."""
+        return decode(self.encode())
 
 
 def newest_event_ms(raw: bytes) -> int:

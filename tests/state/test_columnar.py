@@ -93,16 +93,18 @@ def streams(draw):
     return events, sorted(set(cuts))
 
 
-def _run(fs, events, cuts, *, columnar: bool):
+def _run(fs, events, cuts, *, columnar: bool, in_place: bool = False):
+    """``columnar``: the columnar path wherever a group qualifies; else the per-op path, on
+    decoded histories, or with ``in_place`` on the encoded cache (records read in place)."""
     kv = MemoryKV()
     engine = InOrderEngine(
         fs,
         EpochStore(kv, resume_epoch=None),
         EpochStore(MemoryKV(), resume_epoch=None),
-        keep_decoded=not columnar,
+        keep_decoded=not (columnar or in_place),
         cache_entries=3,  # evictions and re-reads too
     )
-    engine.entities.columnar_min_ops = 1
+    engine.entities.columnar_min_ops = 10**9 if in_place else 1
     rows = {}
     bounds = [0, *cuts, len(events)]
     for lo, hi in itertools.pairwise(bounds):
@@ -133,6 +135,23 @@ def test_columnar_equals_per_op_bit_for_bit(stream):
         COVERAGE[1] += engine.entities.stats.tx_ops
 
 
+IN_PLACE = [0, 0]
+
+
+@settings(max_examples=250, deadline=None)
+@given(streams())
+def test_per_op_in_place_equals_per_op_decoded_bit_for_bit(stream):
+    """The per-op path on the encoded cache reads most records in place (no decode, rows
+    appended to the bytes): the same rows and stored bytes as on decoded histories."""
+    events, cuts = stream
+    want_rows, want_state, _ = _run(SMALL, events, cuts, columnar=False)
+    got_rows, got_state, engine = _run(SMALL, events, cuts, columnar=False, in_place=True)
+    assert got_rows == want_rows
+    assert got_state == want_state
+    IN_PLACE[0] += engine.entities.stats.in_place_ops
+    IN_PLACE[1] += engine.entities.stats.tx_ops
+
+
 def test_columnar_equals_per_op_on_the_presets():
     from fraudstream.replay.features import file_order
     from fraudstream.simulate import SimConfig, generate
@@ -155,3 +174,9 @@ def test_the_random_streams_exercised_the_columnar_path():
     # path's corner cases (late events, batches spanning the tiny horizon, labels), so only part
     # of their ops qualify; thousands still take the columnar path and are compared bit for bit.
     assert COVERAGE[0] > 1000 and COVERAGE[0] > 0.05 * COVERAGE[1], COVERAGE
+
+
+def test_the_random_streams_exercised_records_in_place():
+    # runs after the property test above (file order): a good part of the ops (those without
+    # novelty values, fraud entries or late events) were applied in place and compared
+    assert IN_PLACE[0] > 1000 and IN_PLACE[0] > 0.1 * IN_PLACE[1], IN_PLACE
