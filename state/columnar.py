@@ -422,18 +422,20 @@ def evaluate(
     run_pos = np.maximum(e_roff + cr - 1, 0)
     stored_pos = (o_prefix + drop0 * ROW)[ev_group][:, None] + cs * ROW
 
-    def prefix(k: int, cols: slice | list[int]) -> np.ndarray:
-        return np.where(
-            in_runs[:, cols], run_end[k][run_pos[:, cols]], rec.f[stored_pos[:, cols] + k]
-        )
+    # The five prefix sums of every look-up, (events x look-backs x 5): one gather of a row's five
+    # adjacent words from the records (one cache line, where five gathers of one word each cost
+    # five misses), then the look-ups that land in the batch's runs overwritten from those
+    stored_row = (stored_pos - 2) // ROW  # stored_pos: the word of a prefix entry's count
+    pre = rec.f.reshape(-1, ROW)[:, 2:][stored_row]
+    if in_runs.any():
+        pre[in_runs] = np.stack(run_end, axis=1)[run_pos[in_runs]]
 
-    every = slice(None)
-    count = u[0][:, None] - prefix(0, every)  # (events x look-backs) of stored buckets
-    total = (u[1][:, None] - prefix(1, every)) + (u[2][:, None] - prefix(2, every))
+    count = u[0][:, None] - pre[:, :, 0]  # (events x look-backs) of stored buckets
+    total = (u[1][:, None] - pre[:, :, 1]) + (u[2][:, None] - pre[:, :, 2])
     squares = None
     if sq_backs:
         qc = [col_of[b] for b in sq_backs]
-        squares = (u[3][:, None] - prefix(3, qc)) + (u[4][:, None] - prefix(4, qc))
+        squares = (u[3][:, None] - pre[:, qc, 3]) + (u[4][:, None] - pre[:, qc, 4])
 
     out: dict[int, tuple[int, int, np.ndarray]] = {}
     g_bounds = np.searchsorted(g_plan, [*plan_ids, np.iinfo(np.int64).max]).tolist()
@@ -495,8 +497,8 @@ def evaluate(
             values[:, col : col + plan.n_novelty] = np.nan
             col += plan.n_novelty
         if plan.delayed_los:
-            top = prefix(0, [col_of[plan.delay]])[sl]
-            lows = prefix(0, [col_of[plan.delay + w] for w in plan.delayed_los])[sl]
+            top = pre[sl, col_of[plan.delay], 0][:, None]
+            lows = pre[sl][:, [col_of[plan.delay + w] for w in plan.delayed_los], 0]
             delayed = top - lows  # stored buckets in (t - delay - w, t - delay]
             fraud_groups = np.flatnonzero(rec.nf[g0:g1]) + g0
             for i, w in enumerate(plan.delayed_los):
