@@ -279,7 +279,23 @@ class OrderedReader:
         item = Received(
             rk, value, msg.topic(), msg.partition(), msg.offset(), ts or 0, msg.key(), raw, received
         )
-        self.merger.push(q, msg.offset(), order_ts, time_ms, item)
+        floor = self.merger.floor(q)
+        if self.merger.push(q, msg.offset(), order_ts, time_ms, item):
+            # counted in fraudstream_input_late_records; logged (at most every 30 s per
+            # partition) with what places it, so that a late record can be traced
+            self._log(
+                ("late", q),
+                logging.WARNING,
+                "late record %s[%d]@%d: timestamp %s, partition floor %d (shifted %d ms), "
+                "%d ms behind the wall clock; it takes the floor's place in the order",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                order_ts,
+                floor,
+                self.merger.inputs[q].shift_ms,
+                wall - (order_ts or wall),
+            )
 
     def _on_error(self, q: int | None, msg: Any, err: Any) -> None:
         code = err.code()
