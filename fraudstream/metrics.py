@@ -56,7 +56,14 @@ class _InputMetrics:
         )
         self.late = Gauge(
             "fraudstream_input_late_records",
-            "Records that reached an idle partition after its grace period (since start)",
+            "Records stamped before their partition's floor (since start): behind an earlier "
+            "record of the partition (the producer wrote it out of time order) or behind an idle "
+            "bound (it reached a caught-up partition after the grace period)",
+        )
+        self.late_idle = Gauge(
+            "fraudstream_input_late_idle_records",
+            "Late records behind an idle bound (since start): the only ones whose place in the "
+            "order depends on timing",
         )
         self.future_capped = Counter(
             "fraudstream_input_future_timestamps_total",

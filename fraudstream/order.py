@@ -67,12 +67,13 @@ class Input:
 
 
 class _State:
-    __slots__ = ("buf", "done", "floor", "next_offset", "spec")
+    __slots__ = ("buf", "done", "floor", "idle_floor", "next_offset", "spec")
 
     def __init__(self, spec: Input, next_offset: int | None, floor: int) -> None:
         self.spec = spec
         self.buf: deque[tuple[OrderKey, Any]] = deque()
         self.floor = floor
+        self.idle_floor = False  # the floor was raised by idle(), not by a record
         self.next_offset = next_offset  # after the last record pushed (None: not read yet)
         self.done = False
 
@@ -93,7 +94,10 @@ class Merger:
         self._resume = dict(resume or {})
         self._inputs: list[_State] = []
         self._index: dict[tuple[str, int], int] = {}
+        # late records; those behind an idle bound (the only ones whose place depends on timing:
+        # a record behind an earlier record of its own partition is placed by the log alone)
         self.late = 0
+        self.late_idle = 0
         self.buffered = 0
         for spec in inputs:
             self.add(spec)
@@ -123,6 +127,10 @@ class Merger:
     def floor(self, q: int) -> int:
         return self._inputs[q].floor
 
+    def floor_is_idle(self, q: int) -> bool:
+        """Whether input ``q``'s floor was last raised by :meth:`idle` (not by a record)."""
+        return self._inputs[q].idle_floor
+
     def buffered_in(self, q: int) -> int:
         return len(self._inputs[q].buf)
 
@@ -148,8 +156,10 @@ class Merger:
             if ts < s.floor:
                 late = True
                 self.late += 1
+                self.late_idle += s.idle_floor
                 ts = s.floor
         s.floor = ts
+        s.idle_floor = False
         t = ts if time_ms is None else time_ms + spec.shift_ms
         s.buf.append(((ts, t, spec.rank, spec.partition, offset), item))
         s.next_offset = offset + 1
@@ -172,6 +182,7 @@ class Merger:
         floor = ts_bound_ms + s.spec.shift_ms
         if floor > s.floor:
             s.floor = floor
+            s.idle_floor = True
 
     def finish(self, q: int) -> None:
         """Input ``q`` has ended (bounded runs): it no longer holds the watermark back."""

@@ -250,6 +250,7 @@ class OrderedReader:
         HEALTH.progress("input", pending=pending, advanced=bool(out))
         INPUT.buffered.set(merger.buffered)
         INPUT.late.set(merger.late)
+        INPUT.late_idle.set(merger.late_idle)
         if not out and not cfg.tail and merger.exhausted():
             raise StopIteration
         return out
@@ -280,19 +281,21 @@ class OrderedReader:
             rk, value, msg.topic(), msg.partition(), msg.offset(), ts or 0, msg.key(), raw, received
         )
         floor = self.merger.floor(q)
+        idle = self.merger.floor_is_idle(q)
         if self.merger.push(q, msg.offset(), order_ts, time_ms, item):
             # counted in fraudstream_input_late_records; logged (at most every 30 s per
             # partition) with what places it, so that a late record can be traced
             self._log(
                 ("late", q),
                 logging.WARNING,
-                "late record %s[%d]@%d: timestamp %s, partition floor %d (shifted %d ms), "
+                "late record %s[%d]@%d: timestamp %s, partition floor %d (%s, shifted %d ms), "
                 "%d ms behind the wall clock; it takes the floor's place in the order",
                 msg.topic(),
                 msg.partition(),
                 msg.offset(),
                 order_ts,
                 floor,
+                "an idle bound" if idle else "an earlier record's",
                 self.merger.inputs[q].shift_ms,
                 wall - (order_ts or wall),
             )

@@ -111,11 +111,14 @@ def test_a_record_behind_an_idle_floor_is_late_and_takes_the_floor():
     m.push(0, 1, 600, 600, "b")
     assert [item for _, item in m.ready()] == ["a"]
     assert m.push(1, 0, 90, 90, "late") is True
-    assert m.late == 1
+    assert (m.late, m.late_idle) == (1, 1)  # behind an idle bound: its place depends on timing
+    assert m.push(0, 2, 550, 550, "behind b") is True  # behind b, read before it
+    assert (m.late, m.late_idle) == (2, 1)  # placed by the log alone
     m.finish(0)
     m.finish(1)
-    [(key, item), (_, after)] = m.ready()
-    assert item == "late" and key[0] == 500 and after == "b"
+    [(key, item), (_, second), (_, third)] = m.ready()
+    assert item == "late" and key[0] == 500
+    assert (second, third) == ("behind b", "b")  # b's floor, then its own earlier time
 
 
 def test_labels_are_shifted_by_their_visibility_delay():

@@ -10,7 +10,9 @@ reference run, uninterrupted and in-process, decides the same topics.
 Pass criteria (:meth:`Report.failures`): every valid transaction decided; after de-duplication by
 ``tx_id``, every decision, re-emitted copies included, equal to the reference's (features, scores,
 action); the entity state stores equal; every bad record in a dead-letter topic with a reason;
-the sidecar's memory bounded; it never exited on its own; no input record was late.
+the sidecar's memory bounded; it never exited on its own; no input record was late behind an idle
+bound (records the producer reordered within a partition are placed by the log alone: counted,
+not failed).
 
 ``make soak`` runs the long form (``python -m tests.faults.campaign --soak``); ``make test`` a
 bounded one (tests/faults/test_campaign.py).
@@ -102,7 +104,7 @@ class Report:
         if self.crashes:
             out.append("sidecar exited on its own:\n" + "\n".join(self.crashes))
         if self.late:
-            out.append(f"{self.late:.0f} input records were late")
+            out.append(f"{self.late:.0f} input records were late behind an idle bound")
         if len(self.faults_done) != len(self.plan.faults):
             out.append(f"only {self.faults_done} of {list(self.plan.faults)} injected")
         return out
@@ -362,8 +364,12 @@ class Sidecar:
         return out
 
     def scrape_late(self) -> None:
-        """Input records declared late so far in this life (the gauge is per process)."""
-        self.late_seen = max(self.late_seen, sum(self._samples("fraudstream_input_late_records ")))
+        """Input records declared late behind an idle bound so far in this life (the gauge is per
+        process). Those are the ones whose place depends on timing; a record behind an earlier
+        record of its own partition (the producer's retries reordered a partition) is placed by
+        the log alone, the same in every run, and the reference run checks its decision."""
+        samples = self._samples("fraudstream_input_late_idle_records ")
+        self.late_seen = max(self.late_seen, sum(samples))
 
     def drained(self) -> bool:
         """Everything on the broker read and released in order (labels after the last
