@@ -127,10 +127,6 @@ class Merger:
     def floor(self, q: int) -> int:
         return self._inputs[q].floor
 
-    def floor_is_idle(self, q: int) -> bool:
-        """Whether input ``q``'s floor was last raised by :meth:`idle` (not by a record)."""
-        return self._inputs[q].idle_floor
-
     def buffered_in(self, q: int) -> int:
         return len(self._inputs[q].buf)
 

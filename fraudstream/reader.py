@@ -15,8 +15,10 @@ What it does about the broker, per partition:
   period, and a network cut or broker outage freezes the floors (and holds them one more grace
   period after contact resumes) instead of letting them run ahead of records that producers could
   not deliver meanwhile. A record that reaches a caught-up partition more than the grace period
-  after its timestamp is *late* (``fraudstream_input_late_records``); its position then depends on
-  timing. A bounded run (``tail=False``) ends each partition at its end instead.
+  after its timestamp is *late* behind that idle bound (``fraudstream_input_late_idle_records``);
+  its position then depends on timing. One stamped before an earlier record of its own partition
+  is late too, but placed by the log alone (both kinds: ``fraudstream_input_late_records``). A
+  bounded run (``tail=False``) ends each partition at its end instead.
 * **ahead** of the release watermark with a full buffer: paused (backpressure), resumed later.
 * **offset beyond the log end** (broker lost its data, topic recreated) or before its start:
   ``offset_policy="fail"`` stops reading that partition, logs an error every 30 s and marks the
@@ -142,6 +144,7 @@ class OrderedReader:
         self._alive: dict[tuple[str, int], int] = {}  # last time each partition's broker answered
         self._contact: dict[int, _Contact] = {}
         self._lag = 0  # records on the broker not read yet (partitions not paused)
+        self._late_idle = 0  # merger.late_idle when the last late record was logged
         self._next_metadata = 0.0
         conf = {
             **cfg.consumer,
@@ -280,11 +283,13 @@ class OrderedReader:
         item = Received(
             rk, value, msg.topic(), msg.partition(), msg.offset(), ts or 0, msg.key(), raw, received
         )
-        floor = self.merger.floor(q)
-        idle = self.merger.floor_is_idle(q)
-        if self.merger.push(q, msg.offset(), order_ts, time_ms, item):
-            # counted in fraudstream_input_late_records; logged (at most every 30 s per
-            # partition) with what places it, so that a late record can be traced
+        merger = self.merger
+        if merger.push(q, msg.offset(), order_ts, time_ms, item):
+            # counted in the late gauges; logged (at most every 30 s per partition) with what
+            # places it, so that a late record can be traced. A late record takes its
+            # partition's floor, which it leaves unchanged; the idle count says the floor's source.
+            idle = merger.late_idle != self._late_idle
+            self._late_idle = merger.late_idle
             self._log(
                 ("late", q),
                 logging.WARNING,
@@ -294,9 +299,9 @@ class OrderedReader:
                 msg.partition(),
                 msg.offset(),
                 order_ts,
-                floor,
+                merger.floor(q),
                 "an idle bound" if idle else "an earlier record's",
-                self.merger.inputs[q].shift_ms,
+                merger.inputs[q].shift_ms,
                 wall - (order_ts or wall),
             )
 
