@@ -257,9 +257,13 @@ def _pad_rows(words: int) -> int:
     return -words % ROW
 
 
-# The row columns in order; the five prefix sums have a base entry (row 1), times and maxs a zero.
 _Z8 = bytes(8)
 _PAD_HDR = bytes(8 * (ROW - 4))
+
+
+def _head(seen_len: int, last_ms: int, max_t: int, n: int, nf: int) -> bytes:
+    """Row 0 of a record."""
+    return _HDR.pack(HISTORY_FORMAT, seen_len, last_ms, max_t, n, nf) + _PAD_HDR
 
 
 def encode(h: History) -> bytes:
@@ -285,7 +289,7 @@ def encode(h: History) -> bytes:
         )
     )
     rows = np.frombuffer(cols, dtype=np.int64).reshape(ROW, n + 1).T.tobytes()
-    parts = [_HDR.pack(HISTORY_FORMAT, len(seen), h.last_ms, h.max_t, n, nf), _PAD_HDR, rows]
+    parts = [_head(len(seen), h.last_ms, h.max_t, n, nf), rows]
     if nf:
         parts += [h.f_time.tobytes(), h.f_label_ms.tobytes(), h.f_delta.tobytes()]
         parts.append(bytes(8 * _pad_rows(3 * nf)))
@@ -408,7 +412,7 @@ class InPlace:
         """Whether :meth:`add` can take an event at ``t`` (else use :meth:`history`)."""
         n = self.n
         if not n:
-            return max_buckets >= 1
+            return True  # max_buckets >= 16 (FeatureSet)
         last = self.times[n - 1]
         return t == last or (t > last and n < max_buckets)
 
@@ -447,8 +451,7 @@ class InPlace:
 
     def encode(self) -> bytes:
         """The record's bytes (those :func:`encode` gives for the same history)."""
-        head = _HDR.pack(HISTORY_FORMAT, 0, self.last_ms, self.max_t, self.n, 0)
-        return b"".join((head, _PAD_HDR, self.rows))
+        return b"".join((_head(0, self.last_ms, self.max_t, self.n, 0), self.rows))
 
     def history(self) -> History:
         """The decoded :class:`History` (for what the in-place form does not do)."""
