@@ -245,7 +245,7 @@ def case_batch_size(
     from fraudstream.schema import Limits, parse_transaction
     from fraudstream.simulate import SimConfig, generate
     from fraudstream.state.ingest import Ingest
-    from fraudstream.state.ops import partitions_of
+    from fraudstream.state.ops import by_partition
 
     fs = get_feature_set("default")
     sim = generate(SimConfig(seed=12, n_customers=2000, days=30))
@@ -276,13 +276,8 @@ def case_batch_size(
             t0 = time.perf_counter()
             ops = ingest.process(chunk).batch  # type: ignore[arg-type]
             t1 = time.perf_counter()
-            if len(ops):  # routed as the flow routes them (flows/scoring.py)
-                where = partitions_of(ops.entity, partitions)
-                order = np.argsort(where, kind="stable")
-                counts = np.bincount(where, minlength=partitions)
-                for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist())):
-                    if len(idx):
-                        parts[p].process(ops.take(idx))
+            for p, part_ops in by_partition(ops, partitions):  # as the flow routes them
+                parts[p].process(part_ops)
                 if t1 >= flush_at:  # each partition's flush, as the flow's write-behind
                     for part in parts:
                         part.flush()

@@ -76,7 +76,7 @@ from fraudstream.state.decisions import DECISIONS_FORMAT
 from fraudstream.state.entities import ENTITY_FORMAT, EntityPartition
 from fraudstream.state.features import DAY_MS, FeatureSet
 from fraudstream.state.ingest import EV_CONFLICT, EV_DUPLICATE, EV_LEARN, EV_TX, Ingest
-from fraudstream.state.ops import OpBatch, base_matrix, partitions_of
+from fraudstream.state.ops import OpBatch, base_matrix, by_partition
 from fraudstream.state.rocksdb import RocksKV
 from fraudstream.state.txindex import INDEX_FORMAT
 
@@ -282,16 +282,7 @@ class _IngestLogic(StatefulBatchLogic):
         EVENTS.labels(cfg.topics.transactions).inc(n_tx)
         EVENTS.labels(cfg.topics.labels).inc(len(recs) - n_tx)
         result = self.ingest.process([r.value for r in recs])
-        batch = result.batch
-        n = cfg.partitions
-        groups: list[tuple[int, OpBatch]] = []
-        if len(batch):
-            part = partitions_of(batch.entity, n)
-            order = np.argsort(part, kind="stable")  # op order kept within a partition
-            counts = np.bincount(part, minlength=n)
-            for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist())):
-                if len(idx):
-                    groups.append((p, batch.take(idx)))
+        groups = by_partition(result.batch, cfg.partitions)
         txs = result.txs
         base = base_matrix(
             fs,

@@ -39,6 +39,7 @@ __all__ = [
     "assemble",
     "base_features",
     "base_matrix",
+    "by_partition",
     "delayed_entities",
     "fraud_ops",
     "partition_of",
@@ -68,6 +69,21 @@ def partitions_of(keys: Sequence[str], partitions: int) -> np.ndarray:
             p = memo[key] = zlib.crc32(key.encode()) % partitions
         out[i] = p
     return out
+
+
+def by_partition(batch: OpBatch, partitions: int) -> list[tuple[int, OpBatch]]:
+    """The batch's ops routed to their state partitions (by entity id), op order kept within
+    each; partitions without ops are left out."""
+    if not len(batch):
+        return []
+    part = partitions_of(batch.entity, partitions)
+    order = np.argsort(part, kind="stable")
+    counts = np.bincount(part, minlength=partitions)
+    return [
+        (p, batch.take(idx))
+        for p, idx in enumerate(np.split(order, np.cumsum(counts)[:-1].tolist()))
+        if len(idx)
+    ]
 
 
 def base_features(fs: FeatureSet, tx: Transaction) -> tuple[float, ...]:
