@@ -297,17 +297,18 @@ def evaluate(
     ev_amt: np.ndarray,
     clock_first: np.ndarray,
     clock_last: np.ndarray,
-    horizon: int,
+    horizon: np.ndarray,
 ) -> tuple[dict[int, tuple[int, int, np.ndarray]], Rewrite]:
     """Features of every event and the entities' new records (see the module docstring).
 
     Group ``g`` is record ``g`` of ``rec``; groups are sorted by plan (``g_plan``), events by
     group, in op order within a group; times are in resolution units; ``clock_first`` and
-    ``clock_last`` are each group's maintenance clock at its first and last op, in resolution
-    units. Returns, per plan present, ``(first_event, end_event, values)`` (the plan's events are
-    the contiguous range ``[first_event, end_event)``), and the new records to encode. Novelty
-    columns are left as NaN: the caller fills them and the new seen values
-    (``Rewrite.seen``, the stored ones until then).
+    ``clock_last`` are each group's maintenance clock at its first and last op, and ``horizon``
+    its plan's horizon (older buckets are pruned), all in resolution units. Returns, per plan
+    present, ``(first_event, end_event, values)`` (the plan's events are the contiguous range
+    ``[first_event, end_event)``), and the new records to encode. Novelty columns are left as
+    NaN: the caller fills them and the new seen values (``Rewrite.seen``, the stored ones until
+    then).
     """
     g_count = len(g_plan)
     e_count = len(ev_t)

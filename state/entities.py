@@ -145,8 +145,20 @@ class EntityPartition:
         self.store = store
         self.kernels = [Kernel(fs, i) for i in range(len(fs.plans))]
         self.res = fs.resolution_ms
-        self.horizon = fs.horizon_ms() // fs.resolution_ms
         self.horizon_ms = fs.horizon_ms()
+        # Buckets are kept for the plan's own longest look-back (plus the allowed lateness): the
+        # default set's merchant and IP windows end at 24 h where its horizon is 37 days, and
+        # records held for the set's horizon are copied every batch and coarsened when hot. A
+        # plan with a recency feature keeps the set's horizon (the time since the previous event
+        # reads the newest bucket, however old); seen values always do.
+        self.horizons = np.array(
+            [
+                (fs.horizon_ms() if p.recency else p.horizon_ms() + fs.allowed_lateness_ms)
+                // fs.resolution_ms
+                for p in fs.plans
+            ],
+            dtype=np.int64,
+        )
         self.max_buckets = fs.max_buckets
         self.max_seen = fs.max_seen_values
         self.units_per_s = 1000.0 / fs.resolution_ms
@@ -303,7 +315,7 @@ class EntityPartition:
             back = back[ev_group[back] == ev_group[back - 1]]
             fail[ev_group[back]] = True
         fail |= ev_t[first] < rec.max_t
-        fail |= ev_t[last] - ev_t[first] >= self.horizon
+        fail |= ev_t[last] - ev_t[first] >= self.horizons[g_plan[g_order]]
         fail |= rec.n + m > self.max_buckets
         if fail.any():
             keep_g = np.flatnonzero(~fail)
@@ -332,7 +344,7 @@ class EntityPartition:
                 batch.amount[abs_pos],
                 clocks[first],
                 clocks[last],
-                self.horizon,
+                self.horizons[g_plan_k],
             )
             for p, (a, b, values) in out.items():
                 if self._plans[p].n_novelty:
@@ -453,7 +465,7 @@ class EntityPartition:
                     stored[key] = raw
         applied_before = len(rows)
         in_place = 0
-        res, horizon, horizon_ms = self.res, self.horizon, self.horizon_ms
+        res, horizons, horizon_ms = self.res, self.horizons.tolist(), self.horizon_ms
         max_buckets = self.max_buckets
         stats = self.stats
         for n, (op, key) in enumerate(zip(ops, op_keys, strict=True)):
@@ -473,7 +485,7 @@ class EntityPartition:
                 clock = clock_ms // res
                 if clock < ref:
                     ref = clock  # one outlier timestamp must not prune an entity's history
-                cutoff = ref - horizon
+                cutoff = ref - horizons[op[1]]
                 if (h.times and h.times[0] <= cutoff) or h.f_time or h.seen:
                     h.prune(cutoff, ref * res - horizon_ms)
                 if op[0] == OP_TX:
@@ -496,7 +508,7 @@ class EntityPartition:
                 else:  # OP_FRAUD
                     stats.fraud_ops += 1
                     label_ms, delta = op[4], op[5]
-                    if t <= ref - horizon:
+                    if t <= cutoff:
                         stats.fraud_ignored += 1
                     else:
                         h.add_fraud(t, label_ms, delta)

@@ -6,9 +6,10 @@ delayed windows and small "seen values" sets for novelty flags. It is encoded to
 (fixed header + packed arrays) for the key-value store.
 
 Bounds
-    * Buckets older than the feature set's horizon (longest look-back + allowed lateness) relative
-      to the entity's newest event are dropped before every computation, so stored state never
-      influences a result it could not influence in a fresh replay.
+    * Buckets older than the plan's horizon (its longest look-back + allowed lateness; the
+      feature set's for a plan with a recency feature) relative to the entity's newest event are
+      dropped before every computation, so stored state never influences a result it could not
+      influence in a fresh replay.
     * Past ``max_buckets`` old buckets are merged step by step, from the oldest and finest
       first (older than 7 d into days, 1 d into hours, 1 h into minutes, 5 min into 10 s) and then
       more aggressively (1 d into days, 1 h into hours, 5 min into minutes, all into hours, all into
