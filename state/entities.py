@@ -85,6 +85,7 @@ class PartitionStats:
     columnar_fallbacks: int = 0
     columnar_ops: int = 0
     in_place_ops: int = 0  # per-op path ops applied to a record in place (InPlace)
+    budget_cuts: int = 0  # columnar groups cut at their bucket budget (coarsened per op)
 
 
 Block = tuple[int, np.ndarray, np.ndarray]
@@ -233,10 +234,21 @@ class EntityPartition:
         if self.keep_decoded or hi - lo < self.columnar_min_ops:
             self._apply_sequential([batch.op(i) for i in range(lo, hi)], lo, result, rows)
             return
-        rest = self._columnar(batch, lo, hi, result)
-        if len(rest):
-            pos = rest.tolist()
-            self._apply_sequential([batch.op(i) for i in pos], pos, result, rows)
+        todo = np.arange(lo, hi, dtype=np.int64)
+        first_round = True
+        while len(todo):
+            # A group that reaches its bucket budget is cut at the op that would coarsen it: the
+            # per-op path applies that op (and coarsens), the next round the rest. A popular
+            # online merchant coarsens every ~128 events, and its ops used to take the per-op
+            # path for the whole batch.
+            if len(todo) < self.columnar_min_ops:
+                seq, todo = todo, todo[:0]
+            else:
+                seq, todo = self._columnar(batch, todo, result, first_round)
+                first_round = False
+            if len(seq):
+                pos = seq.tolist()
+                self._apply_sequential([batch.op(i) for i in pos], pos, result, rows)
 
     def _load(self, keys: list[bytes]) -> list[bytes]:
         """Encoded histories of ``keys`` (cache, else store, else a new empty one)."""
@@ -266,14 +278,26 @@ class EntityPartition:
                 out[i] = value
         return out  # type: ignore[return-value]
 
-    def _columnar(self, batch: OpBatch, lo: int, hi: int, result: ProcessResult) -> np.ndarray:
-        """Evaluate the ops ``[lo, hi)`` of every entity that qualifies (module docstring of
-        state.columnar); return the positions of the other ops, in order."""
-        plans = batch.plan[lo:hi]
+    def _columnar(
+        self, batch: OpBatch, todo: np.ndarray, result: ProcessResult, first_round: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluate the ops ``todo`` (positions, in order) of every entity that qualifies
+        (module docstring of state.columnar); return the positions of the ops for the per-op
+        path and of those to try again after it (a group cut at its bucket budget), in order."""
+        nothing = todo[:0]
+        lo, n_todo = int(todo[0]), len(todo)
+        plans = batch.plan[todo]
+        ents = batch.entity
         prefixes = self._prefixes
         keys = [
             prefixes[p] + e.encode()
-            for p, e in zip(plans.tolist(), batch.entity[lo:hi], strict=True)
+            for p, e in zip(
+                plans.tolist(),
+                ents[lo : lo + n_todo]
+                if int(todo[-1]) - lo + 1 == n_todo
+                else [ents[i] for i in todo.tolist()],
+                strict=True,
+            )
         ]
         ids: dict[bytes, int] = {}
         gid = np.fromiter(
@@ -283,14 +307,14 @@ class EntityPartition:
         g_plan = np.empty(g_count, dtype=np.int64)
         g_plan[gid] = plans
         bad = self._unsupported[g_plan]
-        not_tx = batch.kind[lo:hi] != OP_TX
+        not_tx = batch.kind[todo] != OP_TX
         if not_tx.any():
             bad[gid[not_tx]] = True
         # groups sorted by plan, in order of first op within a plan; events by group, in op order
         g_order = np.argsort(g_plan, kind="stable")
         g_order = g_order[~bad[g_order]]
         if not len(g_order):
-            return np.arange(lo, hi, dtype=np.int64)
+            return todo, nothing
         new_id = np.full(g_count, -1, dtype=np.int64)
         new_id[g_order] = np.arange(len(g_order), dtype=np.int64)
         ev_group_all = new_id[gid]
@@ -301,7 +325,7 @@ class EntityPartition:
         raws = self._load([ukeys[g] for g in g_order.tolist()])
         rec = Records(raws)
         res = self.res
-        abs_pos = ev_pos + lo
+        abs_pos = todo[ev_pos]
         ev_tms = batch.t_ms[abs_pos]
         ev_t = ev_tms // res
         g_n = len(g_order)
@@ -316,19 +340,42 @@ class EntityPartition:
             fail[ev_group[back]] = True
         fail |= ev_t[first] < rec.max_t
         fail |= ev_t[last] - ev_t[first] >= self.horizons[g_plan[g_order]]
-        fail |= rec.n + m > self.max_buckets
-        if fail.any():
-            keep_g = np.flatnonzero(~fail)
+        keep_e = ~fail[ev_group]
+        retry = nothing
+        if (rec.n + m > self.max_buckets).any():
+            # Events past the bucket budget (counted without pruning and without the first
+            # event's merge into the newest stored bucket: never fewer than the per-op path's)
+            # are cut: the first of each group goes to the per-op path, which coarsens the
+            # record, and the rest come back in the next round.
+            new_bucket = np.ones(len(ev_t), dtype=bool)
+            new_bucket[1:] = (ev_t[1:] != ev_t[:-1]) | (ev_group[1:] != ev_group[:-1])
+            seen = np.cumsum(new_bucket)
+            base = rec.n - (seen - new_bucket)[first]
+            over = keep_e & (base[ev_group] + seen > self.max_buckets)
+            if over.any():
+                self.stats.budget_cuts += len(np.unique(ev_group[over]))
+                keep_e &= ~over
+                later = over.copy()
+                if not first_round:
+                    # a group with nothing under the budget after its per-op op (pruning kept
+                    # it at the budget: no coarsening) takes the per-op path for the rest, so
+                    # every round moves each group on by a coarsening (~max_buckets / 4 events)
+                    later &= (np.bincount(ev_group[keep_e], minlength=g_n) > 0)[ev_group]
+                later[first] = False
+                later[1:] &= over[:-1]  # not the group's first event past the budget
+                retry = np.sort(todo[ev_pos[later]])
+        if not keep_e.all():
+            m_kept = np.bincount(ev_group[keep_e], minlength=g_n)
+            keep_g = np.flatnonzero(m_kept)
             if not len(keep_g):
-                return np.arange(lo, hi, dtype=np.int64)
+                return self._rest(todo, nothing, retry), retry
             renum = np.full(g_n, -1, dtype=np.int64)
             renum[keep_g] = np.arange(len(keep_g), dtype=np.int64)
-            keep_e = ~fail[ev_group]
             ev_pos, ev_group = ev_pos[keep_e], renum[ev_group[keep_e]]
             abs_pos, ev_tms, ev_t = abs_pos[keep_e], ev_tms[keep_e], ev_t[keep_e]
             g_order = g_order[keep_g]
             rec = rec.take(keep_g)
-            m = m[keep_g]
+            m = m_kept[keep_g]
             first = np.cumsum(m) - m
             last = first + m - 1
         g_plan_k = g_plan[g_order]
@@ -350,10 +397,10 @@ class EntityPartition:
                 if self._plans[p].n_novelty:
                     self._novelty(p, values, a, b, rewrite, g_plan_k, first, m, batch, abs_pos)
         except _SpanError:
-            return np.arange(lo, hi, dtype=np.int64)
+            return todo, nothing
         except Exception:  # the per-op path redoes these groups (nothing was applied yet)
             self.stats.columnar_fallbacks += 1
-            return np.arange(lo, hi, dtype=np.int64)
+            return todo, nothing
         encoded = rewrite.encode()
         cache = self._cache
         done_keys = [ukeys[g] for g in g_order.tolist()]
@@ -364,11 +411,17 @@ class EntityPartition:
         n_ev = len(ev_pos)
         self.stats.tx_ops += n_ev
         self.stats.columnar_ops += n_ev
-        if n_ev == hi - lo:
-            return np.empty(0, dtype=np.int64)
-        done = np.zeros(hi - lo, dtype=bool)
-        done[ev_pos] = True
-        return np.flatnonzero(~done) + lo
+        if n_ev == n_todo:
+            return nothing, nothing
+        return self._rest(todo, abs_pos, retry), retry
+
+    @staticmethod
+    def _rest(todo: np.ndarray, done: np.ndarray, retry: np.ndarray) -> np.ndarray:
+        """The positions of ``todo`` in neither ``done`` nor ``retry``, in order."""
+        rest = np.ones(len(todo), dtype=bool)
+        rest[np.searchsorted(todo, done)] = False
+        rest[np.searchsorted(todo, retry)] = False
+        return todo[rest]
 
     def _novelty(
         self,

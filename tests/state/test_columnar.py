@@ -169,6 +169,47 @@ def test_columnar_equals_per_op_on_the_presets():
         assert stats.columnar_ops > 0.9 * stats.tx_ops, (stats.columnar_ops, stats.tx_ops)
 
 
+def test_a_hot_entity_past_its_bucket_budget_stays_columnar_and_exact():
+    """Batches that take an entity past ``max_buckets`` many times: each is cut where the per-op
+    path coarsens, that op is applied per op, and the columnar kernel takes the rest."""
+    import random
+
+    from fraudstream.state.features import DAY_MS, HOUR_MS
+
+    fs = FeatureSet(
+        name="budget",
+        version=1,
+        plans=(
+            EntityPlan(
+                entity="terminal",
+                field="terminal_id",
+                prefix="t",
+                windows=(
+                    Window(length_ms=HOUR_MS, name="1h"),
+                    Window(length_ms=DAY_MS, name="1d"),
+                    Window(length_ms=7 * DAY_MS, name="7d"),
+                ),
+                aggs=("count", "sum"),
+            ),
+        ),
+        max_buckets=64,
+    )
+    rng = random.Random(3)
+    times = sorted(rng.randrange(0, 10 * DAY_MS) for _ in range(3000))
+    events = [
+        Transaction(f"t{i}", t, "a", float(i % 7), terminal_id=rng.choice(["T", "T", "U"]))
+        for i, t in enumerate(times)
+    ]
+    cuts = list(range(0, len(events), 500))
+    want_rows, want_state, _ = _run(fs, events, cuts, columnar=False)
+    got_rows, got_state, engine = _run(fs, events, cuts, columnar=True)
+    assert got_rows == want_rows
+    assert got_state == want_state
+    stats = engine.entities.stats
+    assert stats.budget_cuts > 20, stats
+    assert stats.columnar_ops > 0.8 * stats.tx_ops, stats  # 89%; every op per op before
+
+
 def test_the_random_streams_exercised_the_columnar_path():
     # runs after the property test (file order). The random streams are built to hit the per-op
     # path's corner cases (late events, batches spanning the tiny horizon, labels), so only part
