@@ -86,6 +86,7 @@ class PartitionStats:
     columnar_ops: int = 0
     in_place_ops: int = 0  # per-op path ops applied to a record in place (InPlace)
     budget_cuts: int = 0  # columnar groups cut at their bucket budget (coarsened per op)
+    label_cuts: int = 0  # columnar groups cut at a fraud op (applied per op)
 
 
 Block = tuple[int, np.ndarray, np.ndarray]
@@ -235,20 +236,26 @@ class EntityPartition:
             self._apply_sequential([batch.op(i) for i in range(lo, hi)], lo, result, rows)
             return
         todo = np.arange(lo, hi, dtype=np.int64)
-        first_round = True
+        rounds = 0
         while len(todo):
-            # A group that reaches its bucket budget is cut at the op that would coarsen it: the
-            # per-op path applies that op (and coarsens), the next round the rest. A popular
-            # online merchant coarsens every ~128 events, and its ops used to take the per-op
-            # path for the whole batch.
-            if len(todo) < self.columnar_min_ops:
+            # A group is cut at its first fraud op, or at the op that would take it past its
+            # bucket budget (and coarsen it): the per-op path applies that op, the kernel the
+            # rest in the next round. Terminals with a label in the batch and popular online
+            # merchants used to take the per-op path for the whole batch.
+            if len(todo) < self.columnar_min_ops or rounds == self.MAX_ROUNDS:
                 seq, todo = todo, todo[:0]
             else:
-                seq, todo = self._columnar(batch, todo, result, first_round)
-                first_round = False
+                seq, todo = self._columnar(batch, todo, result, rounds == 0)
+                rounds += 1
             if len(seq):
                 pos = seq.tolist()
                 self._apply_sequential([batch.op(i) for i in pos], pos, result, rows)
+
+    #: columnar rounds per batch at most, and the ops a group must take in a round (after the
+    #: first) to be tried again in the next: a compromised terminal has a label for nearly
+    #: every event, a round costs a few hundred microseconds
+    MAX_ROUNDS = 64
+    MIN_PROGRESS = 8
 
     def _load(self, keys: list[bytes]) -> list[bytes]:
         """Encoded histories of ``keys`` (cache, else store, else a new empty one)."""
@@ -307,9 +314,6 @@ class EntityPartition:
         g_plan = np.empty(g_count, dtype=np.int64)
         g_plan[gid] = plans
         bad = self._unsupported[g_plan]
-        not_tx = batch.kind[todo] != OP_TX
-        if not_tx.any():
-            bad[gid[not_tx]] = True
         # groups sorted by plan, in order of first op within a plan; events by group, in op order
         g_order = np.argsort(g_plan, kind="stable")
         g_order = g_order[~bad[g_order]]
@@ -331,22 +335,29 @@ class EntityPartition:
         g_n = len(g_order)
         m = np.bincount(ev_group, minlength=g_n)
         first = np.cumsum(m) - m
-        last = first + m - 1
-        # qualification (module docstring of state.columnar)
+        # Each group's ops from its first fraud op on are cut (the per-op path applies that op,
+        # the next round the rest); the others, a prefix of the group, are "live"
+        cut = batch.kind[abs_pos] != OP_TX
+        if cut.any():
+            seen = np.cumsum(cut)
+            cut = seen - (seen - cut)[first][ev_group] > 0
+            self.stats.label_cuts += int(np.count_nonzero(cut[first + m - 1]))
+        live = ~cut
+        m_live = np.bincount(ev_group[live], minlength=g_n)
+        last = first + np.maximum(m_live, 1) - 1
+        # qualification of the live ops (module docstring of state.columnar)
         fail = np.zeros(g_n, dtype=bool)
         if len(ev_t) > 1:
             back = np.flatnonzero(ev_t[1:] < ev_t[:-1]) + 1
-            back = back[ev_group[back] == ev_group[back - 1]]
+            back = back[(ev_group[back] == ev_group[back - 1]) & live[back]]
             fail[ev_group[back]] = True
-        fail |= ev_t[first] < rec.max_t
+        fail |= live[first] & (ev_t[first] < rec.max_t)
         fail |= ev_t[last] - ev_t[first] >= self.horizons[g_plan[g_order]]
-        keep_e = ~fail[ev_group]
-        retry = nothing
-        if (rec.n + m > self.max_buckets).any():
-            # Events past the bucket budget (counted without pruning and without the first
+        keep_e = live & ~fail[ev_group]
+        if (rec.n + m_live > self.max_buckets).any():
+            # Live events past the bucket budget (counted without pruning and without the first
             # event's merge into the newest stored bucket: never fewer than the per-op path's)
-            # are cut: the first of each group goes to the per-op path, which coarsens the
-            # record, and the rest come back in the next round.
+            # are cut too: the per-op path coarsens the record at the first of them.
             new_bucket = np.ones(len(ev_t), dtype=bool)
             new_bucket[1:] = (ev_t[1:] != ev_t[:-1]) | (ev_group[1:] != ev_group[:-1])
             seen = np.cumsum(new_bucket)
@@ -355,15 +366,19 @@ class EntityPartition:
             if over.any():
                 self.stats.budget_cuts += len(np.unique(ev_group[over]))
                 keep_e &= ~over
-                later = over.copy()
-                if not first_round:
-                    # a group with nothing under the budget after its per-op op (pruning kept
-                    # it at the budget: no coarsening) takes the per-op path for the rest, so
-                    # every round moves each group on by a coarsening (~max_buckets / 4 events)
-                    later &= (np.bincount(ev_group[keep_e], minlength=g_n) > 0)[ev_group]
-                later[first] = False
-                later[1:] &= over[:-1]  # not the group's first event past the budget
-                retry = np.sort(todo[ev_pos[later]])
+                cut |= over
+        retry = nothing
+        cut &= ~fail[ev_group]
+        if cut.any():
+            later = cut.copy()
+            if not first_round:
+                # a group that took few ops this round (labels close together; or pruning kept
+                # it at its budget, so no coarsening) takes the per-op path for the rest
+                took = np.bincount(ev_group[keep_e], minlength=g_n)
+                later &= (took >= self.MIN_PROGRESS)[ev_group]
+            later[first] = False
+            later[1:] &= cut[:-1]  # not the group's first cut op: the per-op path applies it
+            retry = np.sort(todo[ev_pos[later]])
         if not keep_e.all():
             m_kept = np.bincount(ev_group[keep_e], minlength=g_n)
             keep_g = np.flatnonzero(m_kept)

@@ -118,7 +118,7 @@ def _run(fs, events, cuts, *, columnar: bool, in_place: bool = False):
     return rows, dict(kv.data), engine
 
 
-COVERAGE = [0, 0]
+COVERAGE = [0, 0, 0]
 
 
 @settings(max_examples=250, deadline=None)
@@ -133,6 +133,7 @@ def test_columnar_equals_per_op_bit_for_bit(stream):
         assert engine.entities.stats.columnar_fallbacks == 0
         COVERAGE[0] += engine.entities.stats.columnar_ops
         COVERAGE[1] += engine.entities.stats.tx_ops
+        COVERAGE[2] += engine.entities.stats.label_cuts
 
 
 IN_PLACE = [0, 0]
@@ -167,6 +168,8 @@ def test_columnar_equals_per_op_on_the_presets():
         stats = engine.entities.stats
         assert stats.columnar_fallbacks == 0
         assert stats.columnar_ops > 0.9 * stats.tx_ops, (stats.columnar_ops, stats.tx_ops)
+        if fs.name == "default":  # terminals with labels in a batch: cut at the fraud op
+            assert stats.label_cuts > 10, stats
 
 
 def test_a_hot_entity_past_its_bucket_budget_stays_columnar_and_exact():
@@ -215,6 +218,7 @@ def test_the_random_streams_exercised_the_columnar_path():
     # path's corner cases (late events, batches spanning the tiny horizon, labels), so only part
     # of their ops qualify; thousands still take the columnar path and are compared bit for bit.
     assert COVERAGE[0] > 1000 and COVERAGE[0] > 0.05 * COVERAGE[1], COVERAGE
+    assert COVERAGE[2] > 50, COVERAGE  # groups cut at a fraud op, the rest in a later round
 
 
 def test_the_random_streams_exercised_records_in_place():
