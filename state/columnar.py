@@ -22,12 +22,13 @@ a few dictionary operations per entity:
 4. **Encode** the new histories: each new record is one gather from the old records (the
    buckets that survive pruning are contiguous) and the batch's new values (:class:`Rewrite`).
 
-Which entities qualify (the others take the per-op path, with identical results) is decided by
-the caller (:mod:`fraudstream.state.entities`): a plan without ``max``; no fraud op for the entity
-in the batch; its events in time order, none older than its newest stored event; no coarsening;
-the batch's events spanning less than the horizon. In a live stream or a replay in order that is
-nearly every entity. Novelty flags (small dictionaries of seen values) stay per event in Python,
-in the caller.
+Which ops qualify (the others take the per-op path, with identical results) is decided by the
+caller (:mod:`fraudstream.state.entities`): transaction ops of a plan without ``max``; per entity,
+those before its first fraud op and before the op that would take it past its bucket budget
+(those two ops take the per-op path, and the entity's later ops come back in another round); in
+time order, none older than its newest stored event; spanning less than the plan's horizon. In a
+live stream or a replay in order that is nearly every op. Novelty flags (small dictionaries of
+seen values) stay per event in Python, in the caller.
 """
 
 from __future__ import annotations
