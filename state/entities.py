@@ -131,6 +131,12 @@ class EntityPartition:
     than a handful of ops). Both give identical results.
     """
 
+    #: columnar rounds per batch at most, and the ops a group must take in a round (after the
+    #: first) to be tried again in the next: a compromised terminal has a label for nearly
+    #: every event, and a round costs a few hundred microseconds
+    MAX_ROUNDS = 64
+    MIN_PROGRESS = 8
+
     def __init__(
         self,
         fs: FeatureSet,
@@ -251,12 +257,6 @@ class EntityPartition:
                 pos = seq.tolist()
                 self._apply_sequential([batch.op(i) for i in pos], pos, result, rows)
 
-    #: columnar rounds per batch at most, and the ops a group must take in a round (after the
-    #: first) to be tried again in the next: a compromised terminal has a label for nearly
-    #: every event, a round costs a few hundred microseconds
-    MAX_ROUNDS = 64
-    MIN_PROGRESS = 8
-
     def _load(self, keys: list[bytes]) -> list[bytes]:
         """Encoded histories of ``keys`` (cache, else store, else a new empty one)."""
         cache = self._cache
@@ -290,7 +290,8 @@ class EntityPartition:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate the ops ``todo`` (positions, in order) of every entity that qualifies
         (module docstring of state.columnar); return the positions of the ops for the per-op
-        path and of those to try again after it (a group cut at its bucket budget), in order."""
+        path and of those to try again after it (a group cut at a fraud op or at its bucket
+        budget), in order."""
         nothing = todo[:0]
         lo, n_todo = int(todo[0]), len(todo)
         plans = batch.plan[todo]
@@ -339,8 +340,8 @@ class EntityPartition:
         # the next round the rest); the others, a prefix of the group, are "live"
         cut = batch.kind[abs_pos] != OP_TX
         if cut.any():
-            seen = np.cumsum(cut)
-            cut = seen - (seen - cut)[first][ev_group] > 0
+            frauds = np.cumsum(cut)  # fraud ops up to each op, all groups
+            cut = frauds - (frauds - cut)[first][ev_group] > 0
             self.stats.label_cuts += int(np.count_nonzero(cut[first + m - 1]))
         live = ~cut
         m_live = np.bincount(ev_group[live], minlength=g_n)
@@ -360,9 +361,9 @@ class EntityPartition:
             # are cut too: the per-op path coarsens the record at the first of them.
             new_bucket = np.ones(len(ev_t), dtype=bool)
             new_bucket[1:] = (ev_t[1:] != ev_t[:-1]) | (ev_group[1:] != ev_group[:-1])
-            seen = np.cumsum(new_bucket)
-            base = rec.n - (seen - new_bucket)[first]
-            over = keep_e & (base[ev_group] + seen > self.max_buckets)
+            buckets = np.cumsum(new_bucket)  # new buckets up to each op, all groups
+            base = rec.n - (buckets - new_bucket)[first]
+            over = keep_e & (base[ev_group] + buckets > self.max_buckets)
             if over.any():
                 self.stats.budget_cuts += len(np.unique(ev_group[over]))
                 keep_e &= ~over
