@@ -48,4 +48,15 @@ def test_many_deletes_and_re_adds_keep_one_entry_per_key():
         assert len(list(kv.iter_prefix(b"k"))) == 3000
         kv.write([(b"k%04d" % i, None) for i in range(3000)])
         assert list(kv.iter_prefix(b"k")) == []
-    assert len(kv._sorted) <= 2 * len(kv.data) + 1024
+    # per key head (two bytes), at most twice its live keys plus 1,024
+    assert sum(map(len, kv._sorted.values())) <= 2 * len(kv.data) + 1024 * len(kv._sorted)
+
+
+def test_a_scan_merges_only_its_own_head():
+    kv = MemoryKV()
+    kv.write([(b"x\x00%06d" % i, b"v") for i in range(5000)])
+    kv.write([(b"q\x00%03d" % i, b"v") for i in range(3)])
+    assert [k for k, _ in kv.iter_prefix(b"q\x00")] == [b"q\x00000", b"q\x00001", b"q\x00002"]
+    assert b"x\x00" not in kv._sorted and len(kv._added[b"x\x00"]) == 5000  # never sorted
+    assert len(list(kv.iter_prefix(b"x"))) == 5000
+    assert len(list(kv.iter_prefix(b""))) == 5003
