@@ -295,18 +295,12 @@ class EntityPartition:
         nothing = todo[:0]
         lo, n_todo = int(todo[0]), len(todo)
         plans = batch.plan[todo]
-        ents = batch.entity
+        if int(todo[-1]) - lo + 1 == n_todo:  # a range: the first round
+            entities = batch.entity[lo : lo + n_todo]
+        else:
+            entities = [batch.entity[i] for i in todo.tolist()]
         prefixes = self._prefixes
-        keys = [
-            prefixes[p] + e.encode()
-            for p, e in zip(
-                plans.tolist(),
-                ents[lo : lo + n_todo]
-                if int(todo[-1]) - lo + 1 == n_todo
-                else [ents[i] for i in todo.tolist()],
-                strict=True,
-            )
-        ]
+        keys = [prefixes[p] + e.encode() for p, e in zip(plans.tolist(), entities, strict=True)]
         ids: dict[bytes, int] = {}
         gid = np.fromiter(
             (ids.setdefault(k, len(ids)) for k in keys), dtype=np.int64, count=len(keys)
